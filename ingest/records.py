@@ -99,6 +99,7 @@ class UsageRecord:
     pricing_status: str = ""
     price_version: str = ""
     sign: int = 1
+    parent_span_id: bytes = b""  # not stored: the writer's leaf rule across exports needs it
 
     @property
     def model(self) -> str:

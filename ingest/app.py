@@ -1,0 +1,199 @@
+"""The ingest's HTTP surface: routes wired to the pipeline stages, nothing else.
+
+    app = create_app(Settings(clickhouse_dsn="chdb:///tmp/sm"))   # uvicorn serves it
+
+Routes: POST /v1/traces (OTLP/HTTP), POST /v1/sql (read-only SQL, admin), GET /healthz,
+GET /readyz, GET /metrics. Status codes are a contract with OTLP exporters: 400/413/415 are
+never retried; 429/503 carry Retry-After and are.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from google.rpc import status_pb2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import decode as decode_stage
+from .config import Settings, get_settings
+from .errors import (
+    DecodeError,
+    Overloaded,
+    PayloadTooLarge,
+    SpanmeterError,
+    StoreUnavailable,
+    UnsupportedMediaType,
+)
+from .metrics import Metrics
+from .migrate import migrate
+from .normalize import normalize
+from .price import PriceBook
+from .store import QueryError, Store
+from .writer import Writer
+
+log = logging.getLogger("spanmeter.ingest")
+
+_STATUS = {
+    DecodeError: 400,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    Overloaded: 429,
+    StoreUnavailable: 503,
+    QueryError: 400,
+}
+
+
+class Unauthorized(SpanmeterError):
+    pass
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state
+        state.store = store or Store.connect(settings.clickhouse_dsn, settings.database)
+        migrate(state.store)
+        state.prices = PriceBook.load(settings.prices_file)
+        state.writer = Writer(state.store, settings, state.metrics)
+        state.writer.start()
+        log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)
+        try:
+            yield
+        finally:
+            state.writer.stop()
+
+    app = FastAPI(title="spanmeter ingest", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+
+    @app.post("/v1/traces")
+    async def export_traces(request: Request) -> Response:
+        metrics: Metrics = app.state.metrics
+        kind = decode_stage.JSON if "json" in (request.headers.get("content-type") or "") else decode_stage.PROTOBUF
+        try:
+            _authorize(request, settings.ingest_token)
+            kind = decode_stage.media_type(request.headers.get("content-type"))
+            body = await _read_body(request, settings.max_body_bytes)
+            spans = decode_stage.decode(
+                body,
+                kind,
+                request.headers.get("content-encoding"),
+                max_decompressed_bytes=settings.max_decompressed_bytes,
+            )
+            if len(spans) > settings.max_spans_per_request:
+                raise PayloadTooLarge(f"{len(spans)} spans in one request, limit {settings.max_spans_per_request}")
+            metrics.spans_received.inc(len(spans))
+            result = normalize(spans, max_attribute_length=settings.max_attribute_length)
+            prices: PriceBook = app.state.prices
+            for record in result.records:
+                prices.price(record)
+                if record.cost_usd is None:
+                    metrics.unpriced.labels(record.pricing_status).inc()
+            metrics.usage_records.inc(len(result.records))
+            await app.state.writer.submit(result.records, result.links)
+        except SpanmeterError as exc:
+            return _error(exc, kind, settings, metrics)
+        if result.rejected:
+            metrics.rejected.inc(result.rejected)
+            log.info("export: %d spans rejected: %s", result.rejected, "; ".join(result.messages[:5]))
+        metrics.requests.labels("200").inc()
+        message = "; ".join(result.messages[:20])
+        return Response(decode_stage.encode_response(kind, result.rejected, message), media_type=kind)
+
+    @app.post("/v1/sql")
+    async def sql(request: Request) -> Response:
+        try:
+            _authorize(request, settings.admin_token)
+            try:
+                payload = orjson.loads(await _read_body(request, 1 << 20))
+                query = str(payload["query"])
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DecodeError('expected a JSON body {"query": "..."}') from exc
+            result = app.state.store.query(query, readonly=True)
+        except SpanmeterError as exc:
+            return _error(exc, decode_stage.JSON, settings, app.state.metrics)
+        body = {"columns": result.columns, "types": result.types, "rows": result.rows}
+        return Response(orjson.dumps(body, default=_json_default), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok = app.state.store.ping()
+        status = 200 if ok else 503
+        return JSONResponse({"status": "ready" if ok else "store unavailable"}, status_code=status)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _authorize(request: Request, token: Any) -> None:
+    if token is None:
+        return
+    header = request.headers.get("authorization") or ""
+    scheme, _, presented = header.partition(" ")
+    expected = token.get_secret_value().encode()
+    # Constant-time comparison; the token is never logged.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        raise Unauthorized("missing or wrong bearer token")
+
+
+def _error(exc: SpanmeterError, kind: str, settings: Settings, metrics: Metrics) -> Response:
+    status = 401 if isinstance(exc, Unauthorized) else next(
+        (code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500
+    )
+    metrics.requests.labels(str(status)).inc()
+    headers = {}
+    if status in (429, 503):
+        headers["Retry-After"] = str(settings.retry_after_seconds)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    log.log(logging.WARNING if status >= 500 else logging.INFO, "%d: %s", status, exc)
+    # OTLP/HTTP: the error body is a google.rpc.Status in the request's encoding.
+    if kind == decode_stage.PROTOBUF:
+        body = status_pb2.Status(code=status, message=str(exc)).SerializeToString()
+    else:
+        body = orjson.dumps({"code": status, "message": str(exc)})
+    return Response(body, status_code=status, media_type=kind, headers=headers)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    raise TypeError(type(value).__name__)
+
+
+def _engine(settings: Settings) -> str:
+    return "embedded chDB" if settings.is_embedded else "ClickHouse server"

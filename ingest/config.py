@@ -1,0 +1,51 @@
+"""Settings of the `spanmeter serve` process, from SPANMETER_* environment variables.
+
+Precedence: explicit argument (CLI flag) > environment > default. Nothing is read at import time:
+call `get_settings()` (cached) or build `Settings(...)` yourself in tests.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DSN = "chdb://" + str(Path(".spanmeter") / "chdb")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPANMETER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 4318
+    # chdb:///abs/path or chdb://relative/path (embedded), or http(s)://user:pass@host:8123 (server).
+    clickhouse_dsn: str = DEFAULT_DSN
+    database: str = "spanmeter"
+    ingest_token: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    prices_file: Path | None = None
+
+    # Limits (413 past them). The decompressed limit also bounds gzip bombs.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_spans_per_request: int = Field(default=100_000, gt=0)
+    max_attribute_length: int = Field(default=4096, gt=0)
+
+    # Group commit: a request is acknowledged once the batch holding its rows is inserted.
+    batch_max_rows: int = Field(default=50_000, gt=0)
+    batch_max_wait_ms: int = Field(default=50, ge=0)
+    queue_max_rows: int = Field(default=500_000, gt=0)
+    retry_after_seconds: int = Field(default=5, gt=0)
+    # How many recent (trace_id, span_id) keys the writer remembers to keep duplicates out.
+    dedupe_keys: int = Field(default=2_000_000, gt=0)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,211 @@
+"""Normalize stage: decoded spans of one export -> one `UsageRecord` per provider call.
+
+    result = normalize(spans, max_attribute_length=4096)
+    result.records, result.rejected, result.messages
+
+Each convention's normalizer (one module each) extracts what it recognises; the first non-None
+value per field wins, in `NORMALIZERS` order. Then:
+- token counts are converted to the conventions' inclusive meaning;
+- the leaf rule: a span whose descendant in the same export also carries usage is not counted
+  (framework span over SDK span over HTTP span: count the deepest), and aggregate spans (agent
+  runs, workflow totals) never are;
+- attribution missing on the counted span is taken from its ancestors in the same export.
+Pure: no I/O, no state across exports (the writer handles what crosses exports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spanmeter import semconv as sc
+
+from ..records import Attribution, Span, TokenUsage, UsageRecord
+from . import semconv
+from .base import Extracted, Normalizer
+
+# Most specific first: a library's own keys before the generic conventions it also writes.
+NORMALIZERS: tuple[tuple[str, Normalizer], ...] = ((semconv.NAME, semconv.extract),)
+
+_MAX_DEPTH = 64  # ancestor walk bound: guards against cyclic parent links in hostile input
+
+
+@dataclass(slots=True)
+class Normalized:
+    records: list[UsageRecord] = field(default_factory=list)
+    # (key, parent key) of every span not counted, so the writer can follow ancestry across exports.
+    links: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rejected: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def extract(span: Span) -> tuple[Extracted | None, str]:
+    """Merge every normalizer's view of one span; returns (merged, name of the source of usage)."""
+    merged: Extracted | None = None
+    source = ""
+    for name, normalizer in NORMALIZERS:
+        found = normalizer(span)
+        if found is None:
+            continue
+        if merged is None:
+            merged = found
+        else:
+            merged.merge(found)
+        if not source and found.has_usage:
+            source = name
+    return merged, source
+
+
+def is_usage(found: Extracted | None) -> bool:
+    """A span is a usage record when it reports tokens, or says the call's usage went missing."""
+    if found is None:
+        return False
+    return found.has_usage or found.usage_status in (sc.USAGE_MISSING, sc.USAGE_INCOMPLETE)
+
+
+def normalize(spans: list[Span], *, max_attribute_length: int = 4096) -> Normalized:
+    result = Normalized()
+    by_key: dict[bytes, Span] = {}
+    extracted: dict[bytes, tuple[Extracted, str]] = {}
+    for span in spans:
+        key = span.trace_id + span.span_id
+        by_key[key] = span
+        found, source = extract(span)
+        if found is not None:
+            extracted[key] = (found, source)
+
+    usage_keys = [key for key, (found, _) in extracted.items() if is_usage(found)]
+    # Leaf rule: every ancestor of a usage span is covered by it.
+    covered: set[bytes] = set()
+    for key in usage_keys:
+        for ancestor in _ancestors(by_key, by_key[key]):
+            if ancestor in covered:
+                break
+            covered.add(ancestor)
+
+    seen_calls: set[tuple[bytes, str, str]] = set()
+    for key in usage_keys:
+        found, source = extracted[key]
+        if key in covered or found.aggregate:
+            continue
+        span = by_key[key]
+        # Two sibling instrumentations on one call report the same response id: count it once.
+        if found.response_id:
+            call = (span.trace_id, found.response_id, found.response_model or found.request_model or "")
+            if call in seen_calls:
+                continue
+            seen_calls.add(call)
+        record = _record(span, found, source)
+        for ancestor in _ancestors(by_key, span):
+            if record.attribution.complete():
+                break
+            parent_found = extracted.get(ancestor)
+            if parent_found is not None:
+                record.attribution.fill_from(_attribution(parent_found[0]))
+        problem = _invalid(record, max_attribute_length)
+        if problem:
+            result.rejected += 1
+            result.messages.append(f"span {span.span_id.hex()}: {problem}")
+            continue
+        result.records.append(record)
+    counted = {r.trace_id + r.span_id for r in result.records}
+    result.links = [
+        (key, span.trace_id + span.parent_span_id)
+        for key, span in by_key.items()
+        if span.parent_span_id and key not in counted
+    ]
+    return result
+
+
+def _ancestors(by_key: dict[bytes, Span], span: Span):
+    """Keys of the span's ancestors present in this export, nearest first."""
+    parent = span.parent_span_id
+    for _ in range(_MAX_DEPTH):
+        if not parent:
+            return
+        key = span.trace_id + parent
+        ancestor = by_key.get(key)
+        if ancestor is None:
+            return
+        yield key
+        parent = ancestor.parent_span_id
+
+
+def _attribution(found: Extracted) -> Attribution:
+    return Attribution(
+        user_id=found.user_id or "",
+        session_id=found.session_id or "",
+        conversation_id=found.conversation_id or "",
+        feature=found.feature or "",
+        team=found.team or "",
+        agent=found.agent or "",
+    )
+
+
+def _usage(found: Extracted) -> TokenUsage:
+    cache_read = found.cache_read or 0
+    cache_write = found.cache_write or 0
+    input_tokens = found.input or 0
+    # Inclusive meaning: input counts cache reads and writes. A source that excludes them says
+    # so, and a count smaller than its own cached part can only be exclusive.
+    if found.input_excludes_cache or input_tokens < cache_read + cache_write:
+        input_tokens += cache_read + cache_write
+    output = found.output or 0
+    reasoning = found.reasoning or 0
+    return TokenUsage(
+        input=input_tokens,
+        cache_read=cache_read,
+        cache_write=cache_write,
+        output=max(output, reasoning),  # reasoning is part of output, never added on top
+        reasoning=reasoning,
+    )
+
+
+def _record(span: Span, found: Extracted, source: str) -> UsageRecord:
+    status = found.usage_status or sc.USAGE_REPORTED
+    if not found.has_usage and status == sc.USAGE_REPORTED:
+        status = sc.USAGE_MISSING
+    service = span.resource.get(sc.SERVICE_NAME)
+    return UsageRecord(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        event_time_ns=span.start_ns,
+        service_name=str(service) if service is not None else "",
+        provider=found.provider or "",
+        operation=found.operation or "",
+        request_model=found.request_model or "",
+        response_model=found.response_model or "",
+        usage=_usage(found),
+        attribution=_attribution(found),
+        source=source or "semconv",
+        usage_status=status,
+        streaming=bool(found.streaming),
+        duration_ms=max(span.end_ns - span.start_ns, 0) // 1_000_000,
+        response_id=found.response_id or "",
+        reported_cost_usd=found.reported_cost,
+        parent_span_id=span.parent_span_id,
+    )
+
+
+_STRING_FIELDS = ("service_name", "provider", "operation", "request_model", "response_model")
+_MAX_TOKENS = 2**32 - 1  # UInt32 columns: one call never reports four billion tokens
+_MIN_TIME_NS = 946_684_800 * 10**9  # 2000-01-01
+_MAX_TIME_NS = 7_258_118_400 * 10**9  # 2200-01-01
+_MAX_REPORTED_COST = 10**6  # Decimal(18, 12) holds less than a million dollars per call
+
+
+def _invalid(record: UsageRecord, limit: int) -> str:
+    """Why a record cannot be stored as it is, or "" when it can."""
+    for name in _STRING_FIELDS:
+        if len(getattr(record, name)) > limit:
+            return f"{name} longer than {limit} characters"
+    for name in Attribution.__slots__:
+        if len(getattr(record.attribution, name)) > limit:
+            return f"{name} longer than {limit} characters"
+    usage = record.usage
+    if max(usage.input, usage.output, usage.cache_read, usage.cache_write, usage.reasoning) > _MAX_TOKENS:
+        return "token count out of range"
+    if not _MIN_TIME_NS <= record.event_time_ns < _MAX_TIME_NS:
+        return "start time missing or out of range"
+    if record.reported_cost_usd is not None and record.reported_cost_usd >= _MAX_REPORTED_COST:
+        return "reported cost out of range"
+    return ""

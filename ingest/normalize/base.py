@@ -1,0 +1,127 @@
+"""What a convention normalizer returns, and helpers shared by all of them.
+
+A normalizer is a function `extract(span) -> Extracted | None`: it reads the keys of one
+instrumentation's convention and returns what it found (None when the span is not of its kind).
+Fields left None were not found; the core merges normalizers first-non-None, never summing aliases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+from ..records import Span
+
+
+@dataclass(slots=True)
+class Extracted:
+    provider: str | None = None
+    operation: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    reasoning: int | None = None
+    # True when this source's input count excludes cache reads/writes (Anthropic raw, OpenLIT).
+    input_excludes_cache: bool | None = None
+    reported_cost: Decimal | None = None
+    # An aggregate span (agent run, workflow total): its usage sums its children's; never counted.
+    aggregate: bool | None = None
+    response_id: str | None = None
+    streaming: bool | None = None
+    usage_status: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    conversation_id: str | None = None
+    feature: str | None = None
+    team: str | None = None
+    agent: str | None = None
+
+    def merge(self, other: Extracted) -> None:
+        """Fill this one's missing fields from `other` (a lower-priority normalizer)."""
+        for f in _FIELDS:
+            if getattr(self, f) is None:
+                value = getattr(other, f)
+                if value is not None:
+                    setattr(self, f, value)
+
+    @property
+    def has_usage(self) -> bool:
+        return self.input is not None or self.output is not None
+
+
+_FIELDS = tuple(f.name for f in fields(Extracted))
+
+Normalizer = Callable[[Span], "Extracted | None"]
+
+
+def first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value of the first key present (not None): aliases are alternatives, never summed."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def token_count(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    """A token count, or None when absent or unknown (negative counts mean unknown in old SDKs)."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            continue
+        if count < 0:
+            return None
+        return count
+    return None
+
+
+def text(attrs: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    value = first(attrs, keys)
+    if value is None or isinstance(value, list):
+        return None
+    value = str(value)
+    return value or None
+
+
+def money(attrs: dict[str, Any], keys: tuple[str, ...]) -> Decimal | None:
+    """A reported cost as an exact Decimal (through str, so 0.1 stays 0.1)."""
+    value = first(attrs, keys)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
+
+
+# Deprecated gen_ai.system values -> gen_ai.provider.name values.
+_PROVIDER_ALIASES = {
+    "vertex_ai": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+    "google": "gcp.gemini",
+    "az.ai.inference": "azure.ai.inference",
+    "az.ai.openai": "azure.ai.openai",
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "xai": "x_ai",
+    "bedrock": "aws.bedrock",
+    "mistralai": "mistral_ai",
+    "mistral": "mistral_ai",
+    "watsonx": "ibm.watsonx.ai",
+}
+
+
+def canonical_provider(name: str | None) -> str | None:
+    if not name:
+        return None
+    lowered = name.strip().lower()
+    return _PROVIDER_ALIASES.get(lowered, lowered)

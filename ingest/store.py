@@ -1,0 +1,282 @@
+"""Store stage: the only module that talks to ClickHouse, always through clickhouse-connect.
+
+    store = Store.connect("chdb:///var/lib/spanmeter", database="spanmeter")
+    store.insert_usage(records)              # one insert per batch, typed columns
+    store.query("SELECT ...", readonly=True)  # ad-hoc SQL, read-only at the engine level
+
+The DSN picks the engine: `chdb://path` is ClickHouse embedded in this process (one process per
+path), `http(s)://user:pass@host:8123/` a ClickHouse server. Errors are classified by ClickHouse
+error code, never by message text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from .errors import SpanmeterError, StoreUnavailable
+from .records import UsageRecord
+
+log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_time", "DateTime64(3, 'UTC')"),
+    ("trace_id", "FixedString(16)"),
+    ("span_id", "FixedString(8)"),
+    ("sign", "Int8"),
+    ("service_name", "LowCardinality(String)"),
+    ("user_id", "String"),
+    ("session_id", "String"),
+    ("conversation_id", "String"),
+    ("feature", "LowCardinality(String)"),
+    ("team", "LowCardinality(String)"),
+    ("agent", "LowCardinality(String)"),
+    ("provider", "LowCardinality(String)"),
+    ("operation", "LowCardinality(String)"),
+    ("request_model", "LowCardinality(String)"),
+    ("response_model", "LowCardinality(String)"),
+    ("input_tokens", "UInt32"),
+    ("cache_read_tokens", "UInt32"),
+    ("cache_write_tokens", "UInt32"),
+    ("output_tokens", "UInt32"),
+    ("reasoning_tokens", "UInt32"),
+    ("usage_status", "LowCardinality(String)"),
+    ("cost_usd", "Nullable(Decimal(18, 12))"),
+    ("pricing_status", "LowCardinality(String)"),
+    ("price_version", "LowCardinality(String)"),
+    ("reported_cost_usd", "Nullable(Decimal(18, 12))"),
+    ("streaming", "Bool"),
+    ("duration_ms", "UInt32"),
+    ("source", "LowCardinality(String)"),
+)
+_USAGE_NAMES = [name for name, _ in USAGE_COLUMNS]
+_USAGE_TYPES = [kind for _, kind in USAGE_COLUMNS]
+
+# ClickHouse error codes that mean "the query is wrong", not "the server is in trouble".
+_USER_ERROR_CODES = frozenset({
+    16,  # NO_SUCH_COLUMN_IN_TABLE
+    36,  # BAD_ARGUMENTS
+    42,  # NUMBER_OF_ARGUMENTS_DOESNT_MATCH
+    43,  # ILLEGAL_TYPE_OF_ARGUMENT
+    46,  # UNKNOWN_FUNCTION
+    47,  # UNKNOWN_IDENTIFIER
+    53,  # TYPE_MISMATCH
+    60,  # UNKNOWN_TABLE
+    62,  # SYNTAX_ERROR
+    81,  # UNKNOWN_DATABASE
+    164,  # READONLY
+    215,  # NOT_AN_AGGREGATE
+    386,  # NO_COMMON_TYPE
+    497,  # ACCESS_DENIED
+})
+
+
+class QueryError(SpanmeterError):
+    """The query itself is wrong or not allowed (400), with ClickHouse's message."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain ClickHouse identifier: {name!r}")
+    return name
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Make a chdb:// DSN's path absolute (and create it): relative paths are from the cwd."""
+    if not dsn.startswith("chdb:"):
+        return dsn
+    path = dsn[len("chdb:"):].lstrip("/") if not dsn.startswith("chdb:///") else dsn[len("chdb://"):]
+    path = os.path.abspath(path or ".spanmeter/chdb")
+    os.makedirs(path, exist_ok=True)
+    return "chdb://" + path
+
+
+class Store:
+    def __init__(self, client: Any, database: str, *, embedded: bool) -> None:
+        self.client = client
+        self.database = check_identifier(database)
+        self.embedded = embedded
+        self.usage_table = f"{self.database}.usage_events"
+        # chDB runs queries in-process; one at a time keeps it predictable under threads.
+        self._lock = threading.Lock() if embedded else None
+
+    @classmethod
+    def connect(cls, dsn: str, database: str = "spanmeter") -> Store:
+        dsn = normalize_dsn(dsn)
+        try:
+            # A server session serialises queries; the ingest runs several at once.
+            extra = {} if dsn.startswith("chdb:") else {"autogenerate_session_id": False}
+            client = clickhouse_connect.get_client(dsn=dsn, **extra)
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailable(f"cannot connect to ClickHouse at {_redact(dsn)}: {exc}") from exc
+        return cls(client, database, embedded=dsn.startswith("chdb:"))
+
+    def _call(self, fn, *args, **kwargs):
+        if self._lock is None:
+            return fn(*args, **kwargs)
+        with self._lock:
+            return fn(*args, **kwargs)
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def insert_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Insert one batch in one statement; raise StoreUnavailable if it was not committed."""
+        if not records:
+            return
+        columns = usage_columns(records)
+        try:
+            self._call(
+                self.client.insert,
+                self.usage_table,
+                columns,
+                column_names=_USAGE_NAMES,
+                column_type_names=_USAGE_TYPES,
+                column_oriented=True,
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailable(f"insert of {len(records)} usage rows failed: {exc}") from exc
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        try:
+            return self._call(self.client.command, sql, parameters=parameters)
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc) from exc
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = False) -> QueryResult:
+        settings = {"readonly": 1} if readonly else None
+        try:
+            result = self._call(self.client.query, sql, parameters=parameters, settings=settings)
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc) from exc
+        return QueryResult(
+            columns=list(result.column_names),
+            types=[t.name for t in result.column_types],
+            rows=[tuple(row) for row in result.result_rows],
+        )
+
+    def existing_keys(self, keys: Iterable[bytes]) -> set[bytes]:
+        """Which (trace_id + span_id) keys already have a row: the table side of dedupe."""
+        keys = list(keys)
+        if not keys:
+            return set()
+        found: set[bytes] = set()
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            traces = ",".join(f"unhex('{k[:16].hex()}')" for k in chunk)
+            result = self.query(
+                f"SELECT DISTINCT trace_id, span_id FROM {self.usage_table} WHERE trace_id IN ({traces})"
+            )
+            found.update(_key_bytes(t) + _key_bytes(s) for t, s in result.rows)
+        return found & set(keys)
+
+    def recent_keys(self, since_ns: int, limit: int) -> list[bytes]:
+        """Keys of facts whose event time is at or after `since_ns`, newest first, at most `limit`."""
+        result = self.query(
+            f"SELECT trace_id, span_id FROM {self.usage_table} "
+            "WHERE event_time >= fromUnixTimestamp64Milli({since:Int64}) AND sign = 1 "
+            "ORDER BY event_time DESC LIMIT {limit:UInt64}",
+            {"since": since_ns // 1_000_000, "limit": limit},
+        )
+        return [_key_bytes(t) + _key_bytes(s) for t, s in result.rows]
+
+    def ping(self) -> bool:
+        try:
+            self._call(self.client.command, "SELECT 1")
+        except (ClickHouseError, OSError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _key_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    return bytes(value)
+
+
+def usage_columns(records: Sequence[UsageRecord]) -> list[list[Any]]:
+    """Column-oriented data for `usage_events`, in USAGE_COLUMNS order."""
+    cols: list[list[Any]] = [[] for _ in _USAGE_NAMES]
+    (event_time, trace_id, span_id, sign, service, user, session, conversation, feature, team, agent,
+     provider, operation, request_model, response_model, input_t, cache_read, cache_write, output,
+     reasoning, usage_status, cost, pricing_status, price_version, reported, streaming, duration,
+     source) = cols
+    for r in records:
+        a, u = r.attribution, r.usage
+        event_time.append(_datetime64_ms(r.event_time_ns))
+        trace_id.append(r.trace_id)
+        span_id.append(r.span_id)
+        sign.append(r.sign)
+        service.append(r.service_name)
+        user.append(a.user_id)
+        session.append(a.session_id)
+        conversation.append(a.conversation_id)
+        feature.append(a.feature)
+        team.append(a.team)
+        agent.append(a.agent)
+        provider.append(r.provider)
+        operation.append(r.operation)
+        request_model.append(r.request_model)
+        response_model.append(r.response_model)
+        input_t.append(u.input)
+        cache_read.append(u.cache_read)
+        cache_write.append(u.cache_write)
+        output.append(u.output)
+        reasoning.append(u.reasoning)
+        usage_status.append(r.usage_status)
+        cost.append(r.cost_usd)
+        pricing_status.append(r.pricing_status)
+        price_version.append(r.price_version)
+        reported.append(r.reported_cost_usd)
+        streaming.append(r.streaming)
+        duration.append(min(r.duration_ms, 2**32 - 1))
+        source.append(r.source)
+    return cols
+
+
+def _datetime64_ms(ns: int):
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ns // 1_000_000 / 1000, tz=_dt.timezone.utc)
+
+
+def _classify(exc: BaseException) -> SpanmeterError:
+    code = getattr(exc, "code", None)
+    if isinstance(exc, DatabaseError) and code in _USER_ERROR_CODES:
+        return QueryError(str(exc).split("\n", 1)[0], code)
+    if isinstance(exc, (OperationalError, OSError)):
+        return StoreUnavailable(f"ClickHouse unavailable: {exc}")
+    if isinstance(exc, DatabaseError) and code is not None:
+        return StoreUnavailable(f"ClickHouse error {code}: {str(exc).splitlines()[0]}")
+    return StoreUnavailable(f"ClickHouse error: {exc}")
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", dsn)

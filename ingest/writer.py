@@ -1,0 +1,263 @@
+"""Group commit with exactly-once: usage rows from many requests, one insert per batch.
+
+    writer = Writer(store, settings, metrics)
+    writer.start()
+    outcome = await writer.submit(records, links)   # returns once the rows are committed
+
+A request is acknowledged only after the batch holding its rows is inserted; if the insert
+fails, every request in the batch gets `StoreUnavailable` (503: the exporter retries) and nothing
+is remembered as stored. The writer thread is the one place that decides what is new:
+- duplicates: (trace_id, span_id) keys of stored rows are remembered (bounded, loaded from the
+  table at start); keys older than the memory, or from a batch whose insert failed, are checked
+  against the table;
+- the leaf rule across exports: once a usage span is counted, its ancestors are "covered" and are
+  not counted when they arrive later; if an ancestor was counted first (it ended before its
+  child, as an SDK span may around a stream), a cancelling row (sign -1) takes it back out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+
+from .config import Settings
+from .errors import Overloaded, StoreUnavailable
+from .metrics import Metrics
+from .records import UsageRecord
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+_RECENT_HOURS = 48  # how far back the startup load of stored keys reaches
+_CANCELLABLE_ROWS = 100_000  # counted rows kept whole, so a late deeper leaf can cancel them
+
+
+@dataclass(slots=True)
+class Outcome:
+    stored: int = 0
+    duplicates: int = 0
+    covered: int = 0
+
+
+@dataclass(slots=True)
+class _Submission:
+    records: list[UsageRecord]
+    links: list[tuple[bytes, bytes]]  # (key, parent key) of spans without usage
+    future: Future = field(default_factory=Future)
+
+
+class _Bounded(OrderedDict):
+    """An insertion-ordered dict that forgets its oldest entries past `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value):
+        self[key] = value
+        if len(self) > self.limit:
+            return self.popitem(last=False)
+        return None
+
+
+class Writer:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
+        self.store = store
+        self.max_rows = settings.batch_max_rows
+        self.max_wait = settings.batch_max_wait_ms / 1000
+        self.queue_max_rows = settings.queue_max_rows
+        self.metrics = metrics
+        self._pending: deque[_Submission] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        # key -> event time (ns) of rows known to be stored.
+        self._stored = _Bounded(settings.dedupe_keys)
+        # Keys older than this were possibly forgotten: check the table for them.
+        self._floor_ns = 0
+        self._uncertain: set[bytes] = set()
+        self._covered = _Bounded(settings.dedupe_keys)
+        self._rows = _Bounded(_CANCELLABLE_ROWS)  # key -> counted record
+        self._covered_now: set[bytes] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._load_recent()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="spanmeter-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _load_recent(self) -> None:
+        since = time.time_ns() - _RECENT_HOURS * 3600 * 10**9
+        keys = self.store.recent_keys(since, self._stored.limit)
+        for key in reversed(keys):
+            self._stored.put(key, since)
+        # Anything older than the window, or beyond what was loaded, is checked in the table.
+        self._floor_ns = since if len(keys) < self._stored.limit else time.time_ns()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    # --- submit -------------------------------------------------------------------------------
+
+    async def submit(self, records: list[UsageRecord], links: list[tuple[bytes, bytes]] = ()) -> Outcome:
+        if not records and not links:
+            return Outcome()
+        return await asyncio.wrap_future(self.submit_nowait(records, list(links)))
+
+    def submit_nowait(self, records: list[UsageRecord], links: list[tuple[bytes, bytes]]) -> Future:
+        submission = _Submission(records, links)
+        with self._cond:
+            if not self._running:
+                raise StoreUnavailable("the writer is not running")
+            if self._queued_rows and self._queued_rows + len(records) > self.queue_max_rows:
+                raise Overloaded(f"{self._queued_rows} rows already queued")
+            self._pending.append(submission)
+            self._queued_rows += len(records)
+            self.metrics.queue_rows.set(self._queued_rows)
+            self._cond.notify_all()
+        return submission.future
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._commit(batch)
+
+    def _take_batch(self) -> list[_Submission] | None:
+        with self._cond:
+            while not self._pending:
+                if not self._running:
+                    return None
+                self._cond.wait()
+            deadline = time.monotonic() + self.max_wait
+            while self._running and self._queued_rows < self.max_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch, rows = [], 0
+            while self._pending and (not batch or rows + len(self._pending[0].records) <= self.max_rows):
+                item = self._pending.popleft()
+                batch.append(item)
+                rows += len(item.records)
+            self._queued_rows -= rows
+            self.metrics.queue_rows.set(self._queued_rows)
+            return batch
+
+    def _commit(self, batch: list[_Submission]) -> None:
+        try:
+            rows, outcomes, cancelled = self._select(batch)
+            started = time.perf_counter()
+            self.store.insert_usage(rows)
+            self.metrics.insert_seconds.observe(time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear about any failure
+            for submission in batch:
+                for record in submission.records:
+                    self._uncertain.add(record.trace_id + record.span_id)
+            error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
+            log.warning("usage batch of %d requests not committed: %s", len(batch), error)
+            for submission in batch:
+                if not submission.future.done():
+                    submission.future.set_exception(error)
+            return
+        self._remember(rows, cancelled)
+        for submission, outcome in zip(batch, outcomes):
+            self.metrics.rows_stored.inc(outcome.stored)
+            self.metrics.duplicates.inc(outcome.duplicates)
+            submission.future.set_result(outcome)
+
+    def _select(self, batch: list[_Submission]) -> tuple[list[UsageRecord], list[Outcome], list[bytes]]:
+        """Decide which records are new facts; returns (rows to insert, outcomes, cancelled keys)."""
+        # One table look-up for every key the memory cannot vouch for.
+        doubtful = [
+            r.trace_id + r.span_id
+            for s in batch
+            for r in s.records
+            if r.event_time_ns < self._floor_ns or (r.trace_id + r.span_id) in self._uncertain
+        ]
+        in_table = self.store.existing_keys(doubtful) if doubtful else set()
+
+        rows: list[UsageRecord] = []
+        outcomes: list[Outcome] = []
+        seen: set[bytes] = set()
+        covered_now: set[bytes] = set()
+        cancelled: list[bytes] = []
+        dropped: set[bytes] = set()
+        for submission in batch:
+            outcome = Outcome()
+            newly_covered: list[bytes] = []
+            for record in submission.records:
+                key = record.trace_id + record.span_id
+                if key in seen or key in self._stored or key in in_table:
+                    outcome.duplicates += 1
+                    continue
+                seen.add(key)
+                parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
+                if key in self._covered or key in covered_now:
+                    # An ancestor of a call already counted: the leaf holds its usage.
+                    outcome.covered += 1
+                    newly_covered.append(key)
+                    continue
+                rows.append(record)
+                outcome.stored += 1
+                newly_covered.append(key)
+                if parent in seen and parent not in covered_now:
+                    # Its parent was counted earlier in this very batch: drop that row.
+                    dropped.add(parent)
+                elif parent:
+                    earlier = self._rows.get(parent)
+                    if earlier is not None and parent not in cancelled:
+                        # The parent was counted before its deeper leaf arrived: take it back out.
+                        rows.append(replace(earlier, sign=-1))
+                        cancelled.append(parent)
+            self._cover_ancestors(submission, newly_covered, covered_now)
+            outcomes.append(outcome)
+        self._covered_now = covered_now
+        if dropped:
+            rows = [r for r in rows if r.sign < 0 or (r.trace_id + r.span_id) not in dropped]
+        return rows, outcomes, cancelled
+
+    def _cover_ancestors(self, submission: _Submission, keys: list[bytes], covered_now: set[bytes]) -> None:
+        """Mark every ancestor of `keys` known from this export, or covered before, as covered."""
+        parents = {r.trace_id + r.span_id: r.trace_id + r.parent_span_id for r in submission.records if r.parent_span_id}
+        parents.update(submission.links)
+        frontier = keys + [key for key, _ in submission.links if key in self._covered]
+        for key in frontier:
+            parent = parents.get(key)
+            while parent and parent not in covered_now:
+                covered_now.add(parent)
+                parent = parents.get(parent)
+
+    def _remember(self, rows: list[UsageRecord], cancelled: list[bytes]) -> None:
+        for record in rows:
+            if record.sign < 0:
+                continue
+            key = record.trace_id + record.span_id
+            evicted = self._stored.put(key, record.event_time_ns)
+            if evicted is not None:
+                self._floor_ns = max(self._floor_ns, evicted[1])
+            self._rows.put(key, record)
+            self._uncertain.discard(key)
+        for key in self._covered_now:
+            self._covered.put(key, None)
+        for key in cancelled:
+            self._rows.pop(key, None)
