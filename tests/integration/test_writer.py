@@ -1,0 +1,104 @@
+"""The group-commit writer on real ClickHouse: exactly once, leaf rule across exports, failures."""
+
+import asyncio
+
+import pytest
+
+from spanmeter.ingest.config import Settings
+from spanmeter.ingest.decode import decode
+from spanmeter.ingest.errors import StoreUnavailable
+from spanmeter.ingest.metrics import Metrics
+from spanmeter.ingest.normalize import normalize
+from spanmeter.ingest.writer import Writer
+from tests.support.otlp import chat, span, span_id, to_protobuf
+
+
+def export(specs):
+    return normalize(decode(to_protobuf(specs), "application/x-protobuf"))
+
+
+def make_writer(store, **kw):
+    settings = Settings(clickhouse_dsn="chdb://unused", database=store.database, batch_max_wait_ms=5, **kw)
+    writer = Writer(store, settings, Metrics())
+    writer.start()
+    return writer
+
+
+def submit(writer, result):
+    return asyncio.run(writer.submit(result.records, result.links))
+
+
+def net(store):
+    """(requests, input tokens) net of cancellations, in the events and in the daily rollup."""
+    return store.query(
+        f"SELECT sum(sign), sum(input_tokens * sign) FROM {store.database}.usage_events"
+    ).rows[0], store.query(
+        f"SELECT sum(requests), sum(input_tokens) FROM {store.database}.usage_daily"
+    ).rows[0]
+
+
+def test_duplicates_within_and_across_batches_and_after_restart(store):
+    a = export([chat(1, 1, model="gpt-4o", input=100, output=1), chat(1, 2, model="gpt-4o", input=50, output=1)])
+    writer = make_writer(store)
+    assert submit(writer, a).stored == 2
+    again = submit(writer, a)
+    assert (again.stored, again.duplicates) == (0, 2)
+    writer.stop()
+    # A new process (restart after SIGKILL) loads the recent keys from the table.
+    writer = make_writer(store)
+    assert submit(writer, a).duplicates == 2
+    writer.stop()
+    assert net(store) == ((2, 150), (2, 150))
+
+
+def test_keys_the_memory_forgot_are_checked_in_the_table(store):
+    writer = make_writer(store, dedupe_keys=1)
+    first = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
+    submit(writer, first)
+    submit(writer, export([chat(2, 1, model="gpt-4o", input=7, output=1)]))  # evicts trace 1
+    assert submit(writer, first).duplicates == 1
+    writer.stop()
+    assert net(store) == ((2, 107), (2, 107))
+
+
+def test_an_ancestor_arriving_in_a_later_export_is_not_counted(store):
+    writer = make_writer(store)
+    leaf = export([chat(1, 3, parent=2, model="gpt-4o", input=100, output=10)])
+    middle = export([span("retry wrapper", 1, 2, parent=1)])  # no usage: carries ancestry only
+    framework = export([chat(1, 1, model="gpt-4o", input=100, output=10)])
+    assert submit(writer, leaf).stored == 1
+    submit(writer, middle)
+    outcome = submit(writer, framework)
+    assert (outcome.stored, outcome.covered) == (0, 1)
+    writer.stop()
+    assert net(store) == ((1, 100), (1, 100))
+
+
+def test_a_parent_counted_before_its_leaf_is_cancelled(store):
+    writer = make_writer(store)
+    sdk = export([chat(1, 1, model="gpt-4o", input=100, output=10)])
+    http = export([chat(1, 2, parent=1, model="gpt-4o", input=100, output=10)])
+    submit(writer, sdk)
+    submit(writer, http)
+    writer.stop()
+    rows = store.query(f"SELECT hex(span_id), sign FROM {store.database}.usage_events ORDER BY span_id, sign").rows
+    assert rows == [(span_id(1).hex().upper(), -1), (span_id(1).hex().upper(), 1), (span_id(2).hex().upper(), 1)]
+    assert store.query(f"SELECT sum(requests), sum(input_tokens) FROM {store.database}.usage_daily").rows[0] == (1, 100)
+
+
+def test_a_failed_insert_fails_every_waiter_and_is_not_remembered(store, monkeypatch):
+    writer = make_writer(store)
+    result = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
+    original = store.insert_usage
+
+    def broken(rows):
+        raise StoreUnavailable("ClickHouse is down")
+
+    monkeypatch.setattr(store, "insert_usage", broken)
+    with pytest.raises(StoreUnavailable):
+        submit(writer, result)
+    monkeypatch.setattr(store, "insert_usage", original)
+    assert submit(writer, result).stored == 1  # the retry is stored, once
+    assert submit(writer, result).duplicates == 1
+    writer.stop()
+    assert net(store) == ((1, 100), (1, 100))
