@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         state = app.state
         state.store = store or Store.connect(settings.clickhouse_dsn, settings.database)
         migrate(state.store)
-        state.prices = PriceBook.load(settings.prices_file)
+        state.prices = PriceBook.from_files(settings.prices_file)
         state.writer = Writer(state.store, settings, state.metrics)
         state.writer.start()
         log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)

@@ -81,6 +81,13 @@ _USER_ERROR_CODES = frozenset({
 })
 
 
+# Root nodes of `EXPLAIN AST` for statements that only read.
+_READ_STATEMENTS = frozenset({
+    "SelectWithUnionQuery", "SelectIntersectExceptQuery", "ShowTables", "DescribeQuery",
+    "ShowCreateTableQuery", "ExistsTableQuery", "Explain",
+})
+
+
 class QueryError(SpanmeterError):
     """The query itself is wrong or not allowed (400), with ClickHouse's message."""
 
@@ -166,7 +173,10 @@ class Store:
     # --- reads ------------------------------------------------------------------------------
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = False) -> QueryResult:
-        settings = {"readonly": 1} if readonly else None
+        settings = None
+        if readonly:
+            self._check_read_statement(sql)
+            settings = {"readonly": 1}
         try:
             result = self._call(self.client.query, sql, parameters=parameters, settings=settings)
         except (ClickHouseError, OSError) as exc:
@@ -176,6 +186,21 @@ class Store:
             types=[t.name for t in result.column_types],
             rows=[tuple(row) for row in result.result_rows],
         )
+
+    def _check_read_statement(self, sql: str) -> None:
+        """Refuse anything but a read statement, judged by ClickHouse's own parser.
+
+        readonly=1 alone is not enough on chDB: a write statement refused under it leaves the
+        whole embedded session read-only, and `SELECT ... INTO OUTFILE` writes a file anyway.
+        """
+        try:
+            lines = [row[0] for row in self._call(self.client.query, "EXPLAIN AST " + sql).result_rows]
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc) from exc
+        root = lines[0].split(" ", 1)[0] if lines else ""
+        writes_file = root == "SelectWithUnionQuery" and any(line.startswith(" Literal") for line in lines)
+        if root not in _READ_STATEMENTS or writes_file:
+            raise QueryError("read-only: only SELECT, SHOW, DESCRIBE, EXISTS and EXPLAIN are allowed", 164)
 
     def existing_keys(self, keys: Iterable[bytes]) -> set[bytes]:
         """Which (trace_id + span_id) keys already have a row: the table side of dedupe."""

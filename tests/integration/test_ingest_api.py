@@ -75,6 +75,11 @@ EXPECTED = {
 }
 
 
+# In the events, a user whose every call is unpriced has no cost at all (NULL), not $0; the
+# rollups hold priced cost only (0 here) beside the unpriced count.
+EXPECTED_EVENTS = {**EXPECTED, "carol": (1, 1_000, 0, 0, 100, 0, None, 1)}
+
+
 def post_both(client):
     r1 = client.post("/v1/traces", content=protobuf_export(), headers=PB)
     r2 = client.post("/v1/traces", content=gzip.compress(json_export()), headers={**JS, "Content-Encoding": "gzip"})
@@ -85,7 +90,7 @@ def post_both(client):
 
 def test_exact_tokens_and_dollars_per_user_in_events_and_rollups(client, store):
     post_both(client)
-    assert event_totals(store) == EXPECTED
+    assert event_totals(store) == EXPECTED_EVENTS
     assert totals(store, "usage_daily") == EXPECTED
     assert totals(store, "usage_hourly") == EXPECTED
     assert totals(store, "cost_per_user_daily") == EXPECTED
@@ -111,7 +116,7 @@ def test_the_same_export_twice_changes_no_total(client, store):
     post_both(client)
     post_both(client)
     client.post("/v1/traces", content=protobuf_export(), headers=PB)
-    assert event_totals(store) == EXPECTED
+    assert event_totals(store) == EXPECTED_EVENTS
     assert totals(store, "usage_daily") == EXPECTED
     assert totals(store, "usage_hourly") == EXPECTED
     count = store.query(f"SELECT count() FROM {store.database}.usage_events").rows[0][0]
@@ -141,7 +146,7 @@ def test_bad_input_gets_the_right_status_and_harms_nothing(client, store, body, 
     r = client.post("/v1/traces", content=body, headers=headers)
     assert r.status_code == status
     assert "Retry-After" not in r.headers  # 4xx: the exporter must not retry
-    assert event_totals(store) == EXPECTED
+    assert event_totals(store) == EXPECTED_EVENTS
     assert client.post("/v1/traces", content=json_export(), headers=JS).status_code == 200
     assert client.get("/readyz").status_code == 200
 
@@ -163,6 +168,16 @@ def test_sql_endpoint_is_read_only(client, store):
     post_both(client)
     ok = client.post("/v1/sql", json={"query": f"SELECT sum(input_tokens) AS t FROM {store.database}.usage_events"})
     assert ok.status_code == 200 and ok.json()["rows"] == [[43_100]]
-    denied = client.post("/v1/sql", json={"query": f"DROP TABLE {store.database}.usage_events"})
-    assert denied.status_code == 400 and "readonly" in denied.json()["message"].lower()
-    assert event_totals(store) == EXPECTED
+    for query in (f"DROP TABLE {store.database}.usage_events",
+                  f"INSERT INTO {store.database}.usage_events (user_id) VALUES ('mallory')",
+                  "SELECT 1 INTO OUTFILE '/tmp/spanmeter-sql-escape'",
+                  "SELECT * FROM file('/etc/passwd', 'LineAsString')"):
+        denied = client.post("/v1/sql", json={"query": query})
+        assert denied.status_code == 400 and "read" in denied.json()["message"].lower(), denied.text
+    assert event_totals(store) == EXPECTED_EVENTS
+    # A refused write must not leave the embedded engine read-only: ingest still stores.
+    assert client.post("/v1/traces", content=to_json([chat(77, 1, model="gpt-4o-mini", input=1, output=1, user="eve")]),
+                       headers=JS).status_code == 200
+    assert store.query(f"SELECT count() FROM {store.database}.usage_events WHERE user_id = 'eve'").rows == [(1,)]
+    bad = client.post("/v1/sql", json={"query": "SELEC nonsense"})
+    assert bad.status_code == 400
