@@ -187,7 +187,7 @@ def _error(exc: SpanmeterError, kind: str, settings: Settings, metrics: Metrics)
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # never exponent notation: "0E-12" reads as nonsense
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray)):

@@ -90,6 +90,11 @@ def sql(
         typer.echo(format_table(columns, rows))
 
 
+# Priced cost, or NULL when nothing in the group could be priced: unpriced is never shown as $0.
+# (Qualified names: the bare ones would mean the SELECT's own aliases.)
+_COST = "if(sum(d.requests) = sum(d.unpriced_requests), NULL, sum(d.cost_usd))"
+
+
 @app.command()
 def report(
     days: Annotated[int, typer.Option(help="Period: the last N days, today included")] = 30,
@@ -102,13 +107,13 @@ def report(
     since = f"today() - {int(days) - 1}"
     sections = [
         ("Top users", f"SELECT user_id, sum(requests) AS requests, sum(input_tokens) AS input_tokens, "
-         f"sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced "
-         f"FROM {db}.usage_daily WHERE day >= {since} GROUP BY user_id ORDER BY cost_usd DESC, requests DESC LIMIT {int(top)}"),
+         f"sum(output_tokens) AS output_tokens, {_COST} AS cost_usd, sum(unpriced_requests) AS unpriced "
+         f"FROM {db}.usage_daily AS d WHERE day >= {since} GROUP BY user_id ORDER BY cost_usd DESC, requests DESC LIMIT {int(top)}"),
         ("Top models", f"SELECT provider, model, sum(requests) AS requests, sum(input_tokens) AS input_tokens, "
-         f"sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced "
-         f"FROM {db}.usage_daily WHERE day >= {since} GROUP BY provider, model ORDER BY cost_usd DESC, requests DESC LIMIT {int(top)}"),
-        ("Top features", f"SELECT feature, sum(requests) AS requests, sum(cost_usd) AS cost_usd, sum(unpriced_requests) AS unpriced "
-         f"FROM {db}.usage_daily WHERE day >= {since} GROUP BY feature ORDER BY cost_usd DESC, requests DESC LIMIT {int(top)}"),
+         f"sum(output_tokens) AS output_tokens, {_COST} AS cost_usd, sum(unpriced_requests) AS unpriced "
+         f"FROM {db}.usage_daily AS d WHERE day >= {since} GROUP BY provider, model ORDER BY cost_usd DESC, requests DESC LIMIT {int(top)}"),
+        ("Top features", f"SELECT feature, sum(requests) AS requests, {_COST} AS cost_usd, sum(unpriced_requests) AS unpriced "
+         f"FROM {db}.usage_daily AS d WHERE day >= {since} GROUP BY feature ORDER BY cost_usd DESC, requests DESC LIMIT {int(top)}"),
         ("Unpriced usage (no price known: cost NULL, not $0)",
          f"SELECT provider, if(response_model != '', response_model, request_model) AS model, pricing_status, "
          f"sum(sign) AS requests, sum(toInt64(input_tokens) * sign) AS input_tokens, sum(toInt64(output_tokens) * sign) AS output_tokens "
