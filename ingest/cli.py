@@ -133,10 +133,12 @@ def prices(
     prices_file: Annotated[Optional[Path], typer.Option("--prices-file", envvar="SPANMETER_PRICES_FILE")] = None,
 ) -> None:
     """Show the rates spanmeter prices a model at."""
-    from .price import PriceBook
+    from .price import PriceBook, format_rates
 
-    book = PriceBook.load(prices_file)
-    typer.echo(book.describe(model, provider))
+    rates = PriceBook.from_files(prices_file).describe(model, provider)
+    if not rates:
+        raise SpanmeterError(f"no price known for {model!r}: its calls are stored unpriced (cost NULL)")
+    typer.echo(format_rates(rates))
 
 
 @app.command()

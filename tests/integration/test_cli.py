@@ -53,3 +53,14 @@ def test_migrate_creates_the_schema_once(tmp_path):
     first = cli("migrate", "--dsn", dsn).stdout
     assert "0001_create_usage_events.sql" in first
     assert cli("migrate", "--dsn", dsn).stdout.strip() == "up to date"
+
+
+def test_prices_shows_rates_and_long_context_tiers():
+    out = cli("prices", "claude-sonnet-4-5", "--provider", "anthropic").stdout
+    lines = out.splitlines()
+    base = lines[1].split()
+    assert base[:3] == ["anthropic", "claude-sonnet-4-5", "always"]
+    assert base[3:8] == ["3", "0.3", "3.75", "6", "15"]
+    assert "input > 200,000" in lines[2] and lines[2].split()[4:9] == ["6", "0.6", "7.5", "12", "22.5"]
+    missing = cli("prices", "acme-llm-7b", check=False)
+    assert missing.returncode == 2 and "unpriced" in missing.stderr
