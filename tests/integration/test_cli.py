@@ -61,6 +61,6 @@ def test_prices_shows_rates_and_long_context_tiers():
     base = lines[1].split()
     assert base[:3] == ["anthropic", "claude-sonnet-4-5", "always"]
     assert base[3:8] == ["3", "0.3", "3.75", "6", "15"]
-    assert "input > 200,000" in lines[2] and lines[2].split()[4:9] == ["6", "0.6", "7.5", "12", "22.5"]
+    assert "input > 200,000" in lines[2] and lines[2].split()[3:8] == ["6", "0.6", "7.5", "12", "22.5"]
     missing = cli("prices", "acme-llm-7b", check=False)
     assert missing.returncode == 2 and "unpriced" in missing.stderr
