@@ -15,6 +15,8 @@ missing Go toolchain is never counted as a pass.
 3. End to end with the real ingest: OTel SDK spans -> collector -> `spanmeter
    serve` -> ClickHouse; the ingest is SIGKILLed and the collector restarted
    under continuous traffic, and every call is still metered exactly once.
+   A strict xfail records a known gap: attribution from a request span across
+   an intermediate span that the metering filter does not forward.
 """
 
 from __future__ import annotations
@@ -613,5 +615,42 @@ def test_end_to_end_exactly_once_across_ingest_kill_and_collector_restart(collec
     finally:
         if app is not None and app.is_alive():
             app.stopping.set()
+        collector.stop()
+        ingest.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: the metering filter drops spans that carry neither usage nor attribution, and the "
+    "ingest lends attribution only along an unbroken parent chain; it needs a trace-level fallback when "
+    "the chain breaks (remove this marker when it has one)",
+)
+def test_attribution_across_a_span_the_filter_dropped(collector_bin: Path, tmp_path: Path) -> None:
+    _require_ingest()
+    ingest = Ingest(f"chdb://{tmp_path / 'chdb'}", _free_port(), tmp_path / "ingest.log")
+    collector = Collector(collector_bin, tmp_path, ingest.url)
+    try:
+        ingest.start()
+        collector.start()
+        provider, _ = _tracer_provider(collector.traces_url, "attribution-test")
+        tracer = provider.get_tracer("test")
+        usage = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 10,
+            "gen_ai.usage.output_tokens": 2,
+        }
+        # A web app's usual shape: the request span knows the user, a route handler span sits
+        # between it and the model call, and only the request and model-call spans are forwarded.
+        with tracer.start_as_current_span("POST /chat", attributes={"user.id": "u-42"}):
+            with tracer.start_as_current_span("handle_chat"):
+                with tracer.start_as_current_span("chat gpt-4o-mini", attributes=usage):
+                    pass
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+        _wait_until(lambda: ingest.sql("SELECT count() FROM spanmeter.usage_events")[0][0] >= 1, 30, "the usage row")
+        assert ingest.sql("SELECT user_id FROM spanmeter.usage_events") == [["u-42"]]
+    finally:
         collector.stop()
         ingest.stop()
