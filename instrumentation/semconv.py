@@ -59,3 +59,17 @@ SPANMETER_CAP_WARNING = "spanmeter.cap_warning"
 USAGE_REPORTED = "reported"
 USAGE_MISSING = "missing"
 USAGE_INCOMPLETE = "incomplete"
+
+# --- Added for the app-side instrumentation ---
+SERVER_PORT = "server.port"
+# OpenAI's service tier changes the price (flex, priority), so it travels with the usage.
+OPENAI_REQUEST_SERVICE_TIER = "openai.request.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER = "openai.response.service_tier"
+# Provider names for OpenAI-compatible hosts (the conventions' list where it has them).
+PROVIDER_OPENROUTER = "openrouter"
+PROVIDER_GROQ = "groq"
+PROVIDER_DEEPSEEK = "deepseek"
+PROVIDER_X_AI = "x_ai"
+PROVIDER_MISTRAL_AI = "mistral_ai"
+PROVIDER_PERPLEXITY = "perplexity"
+PROVIDER_MOONSHOT_AI = "moonshot_ai"

@@ -1,0 +1,371 @@
+"""One metered LLM call: its span, what the response has told us so far, and ending it exactly once.
+
+A `Call` is made by the transport hook when a request is recognised. The response then arrives
+either already read (the client was asked for `stream=False`) and is parsed at once, or unread,
+in which case `_stream` wraps its byte stream and feeds each chunk here as the application reads
+it. Whatever happens (end of body, close, error, abandonment noticed by the garbage collector),
+`finalize` ends the span once, with `spanmeter.usage_status`:
+
+- `reported`: the provider's final usage was seen;
+- `missing`: the response completed (or failed) without usage;
+- `incomplete`: the body was abandoned or broke before its final usage; counts already reported
+  (Anthropic's message_start input, say) are kept as lower bounds.
+
+Nothing here raises into the application: every entry point catches and logs at debug level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import zlib
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from . import _providers as P
+from . import semconv as sc
+from ._sse import SSEParser
+
+_log = logging.getLogger("spanmeter.instrumentation")
+
+# A body read through a stream that is not SSE (a JSON body the app streams, Gemini's JSON
+# array) is copied to parse its usage at the end; beyond this size the copy stops.
+_MAX_COLLECT = 8 << 20
+# Large JSON bodies (embeddings) keep `model` and `usage` at the end: read them from the tail.
+_TAIL_PARSE_OVER = 64 * 1024
+_TAIL = 4096
+
+_BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+class Call:
+    """See the module docstring. Created by `_httpx.Hooks.begin`."""
+
+    __slots__ = (
+        "span",
+        "shape",
+        "request",
+        "attrs",
+        "strip",
+        "done",
+        "state",
+        "parser",
+        "mode",
+        "pending",
+        "collected",
+        "collected_size",
+        "encoding",
+        "sse",
+        "last_ns",
+        "response_hook",
+    )
+
+    def __init__(self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None) -> None:
+        self.span = span
+        self.shape = shape
+        self.request = request
+        self.attrs: dict[str, Any] = {}
+        self.strip = strip  # spanmeter injected include_usage: hide the extra usage chunk
+        self.done = False
+        self.state: Any = None
+        self.parser: SSEParser | None = None
+        self.mode = 0  # 0: not parsing, 1: SSE, 2: SSE with stripping, 3: collect whole body
+        self.pending = b""
+        self.collected: list[bytes] = []
+        self.collected_size = 0
+        self.encoding = ""
+        self.sse = False
+        self.last_ns = 0
+        self.response_hook = response_hook
+
+    # --- request phase ------------------------------------------------------------------------
+
+    def attach(self) -> object | None:
+        try:
+            return otel_context.attach(trace.set_span_in_context(self.span))
+        except Exception:
+            _log.debug("spanmeter: could not activate span", exc_info=True)
+            return None
+
+    def detach(self, token: object | None) -> None:
+        if token is None:
+            return
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            _log.debug("spanmeter: could not deactivate span", exc_info=True)
+
+    def fail(self, exc: BaseException) -> None:
+        """The request raised before a response: record the error type and end the span."""
+        try:
+            self.attrs[sc.ERROR_TYPE] = type(exc).__qualname__
+            self._end(sc.USAGE_MISSING, error=True)
+        except Exception:
+            _log.debug("spanmeter: could not record a failed call", exc_info=True)
+
+    # --- response phase -----------------------------------------------------------------------
+
+    def on_response(self, response: Any, already_read: bool) -> bool:
+        """Handle response headers (and the body when already read).
+
+        Returns True when the caller must wrap the response's byte stream (the span then ends
+        when that stream ends); False when the span has been ended here.
+        """
+        try:
+            if self.response_hook is not None:
+                self._call_hook(response)
+            status = response.status_code
+            if status >= 400:
+                self.attrs[sc.ERROR_TYPE] = str(status)
+                self._end(sc.USAGE_MISSING, error=True)
+                return False
+            headers = response.headers
+            self.sse = "text/event-stream" in headers.get("content-type", "")
+            self.encoding = headers.get("content-encoding", "").strip().lower()
+            if self.encoding == "identity":
+                self.encoding = ""
+            if already_read:
+                self._parse_whole(response.content, decoded=True)
+                return False
+            self.state = P.new_stream_state(self.shape, self.strip)
+            if self.sse and not self.encoding:
+                self.parser = SSEParser(self.state.on_event)
+                self.mode = 2 if self.strip else 1
+            else:
+                self.mode = 3
+            return True
+        except Exception:
+            _log.debug("spanmeter: could not read a response", exc_info=True)
+            self._end_quietly(sc.USAGE_MISSING)
+            return False
+
+    def _call_hook(self, response: Any) -> None:
+        try:
+            self.response_hook(self.span, self.request, response)
+        except Exception:
+            _log.debug("spanmeter: response_hook failed", exc_info=True)
+
+    def _parse_whole(self, body: bytes, decoded: bool) -> None:
+        status = sc.USAGE_MISSING
+        try:
+            if not decoded and self.encoding:
+                body = _decode(body, self.encoding)
+            if body:
+                if self.sse:
+                    state = P.new_stream_state(self.shape)
+                    parser = SSEParser(state.on_event)
+                    parser.feed(body)
+                    parser.close()
+                    status = _status(state.finish(self.attrs), state.final, True)
+                elif len(body) > _TAIL_PARSE_OVER and self.shape == P.EMBEDDINGS:
+                    status = _status(_tail_parse(body, self.shape, self.attrs), True, True)
+                else:
+                    status = _status(P.extract_body(self.shape, json.loads(body), self.attrs), True, True)
+        except Exception:
+            _log.debug("spanmeter: could not parse a response body", exc_info=True)
+        self._end(status)
+
+    # Per-chunk work, called by the stream proxies as the application reads. Returns the bytes
+    # to hand to the application (the chunk itself, except when stripping the usage chunk).
+
+    def feed(self, chunk: bytes) -> bytes:
+        mode = self.mode
+        self.last_ns = time.time_ns()
+        try:
+            if mode == 1:
+                self.parser.feed(chunk)  # type: ignore[union-attr]
+            elif mode == 2:
+                return self._feed_strip(chunk)
+            elif mode == 3:
+                if self.collected_size < _MAX_COLLECT:
+                    self.collected.append(chunk)
+                    self.collected_size += len(chunk)
+        except Exception:
+            _log.debug("spanmeter: stopped parsing a response stream", exc_info=True)
+            return self._give_up(chunk)
+        return chunk
+
+    def _feed_strip(self, chunk: bytes) -> bytes:
+        # Hand the app whole events only (a partial event is useless to an SSE reader anyway), so
+        # that the injected usage event can be cut out before the app sees any of its bytes.
+        buf = self.pending + chunk if self.pending else chunk
+        self.pending = b""
+        try:
+            end = -1
+            for sep in _BOUNDARIES:
+                at = buf.rfind(sep)
+                if at >= 0 and at + len(sep) > end:
+                    end = at + len(sep)
+            if end < 0:
+                self.pending = buf
+                return b""
+            if end == len(buf):
+                return self._emit(buf)
+            self.pending = buf[end:]
+            return self._emit(buf[:end])
+        except Exception:
+            _log.debug("spanmeter: stopped parsing a response stream", exc_info=True)
+            self.pending = b""  # all of `buf` is owed to the app, whatever was split off
+            return self._give_up(buf)
+
+    def _emit(self, complete: bytes) -> bytes:
+        match = _USAGE_OBJECT.search(complete)
+        self.parser.feed(complete)  # type: ignore[union-attr]
+        if match is None or not self.state.drop:
+            return complete
+        self.state.drop = False
+        start, end = _event_span(complete, match.start())
+        return complete[:start] + complete[end:]
+
+    def _give_up(self, owed: bytes) -> bytes:
+        """Our parsing failed: stop parsing, hand over what is owed to the app, end as missing."""
+        owed = owed + self.pending if self.pending else owed
+        self.pending = b""
+        self.mode = 0
+        self._end_quietly(sc.USAGE_MISSING)
+        return owed
+
+    def flush(self) -> bytes:
+        """End of body in strip mode: the bytes still held back (an event without a blank line)."""
+        if self.mode != 2 or not self.pending:
+            return b""
+        rest, self.pending = self.pending, b""
+        try:
+            match = _USAGE_OBJECT.search(rest)
+            self.parser.feed(rest)  # type: ignore[union-attr]
+            self.parser.close()  # type: ignore[union-attr]
+            if match is not None and self.state.drop:
+                self.state.drop = False
+                start, end = _event_span(rest, match.start())
+                return rest[:start] + rest[end:]
+        except Exception:
+            _log.debug("spanmeter: could not parse the end of a stream", exc_info=True)
+        return rest
+
+    def finalize(self, how: str, exc: BaseException | None = None, end_time: int | None = None) -> None:
+        """End of the body: `how` is "eof", "closed", "abandoned" or "error"."""
+        if self.done:
+            return
+        try:
+            state = self.state
+            reported = False
+            complete = how == "eof"
+            if self.mode in (1, 2):
+                if how == "eof":
+                    self.parser.close()  # type: ignore[union-attr]
+                reported = state.finish(self.attrs)
+                complete = complete or state.terminal
+            elif self.mode == 3:
+                if how == "eof":
+                    self._parse_whole(b"".join(self.collected), decoded=False)
+                    return
+            if how == "error" and exc is not None:
+                self.attrs[sc.ERROR_TYPE] = type(exc).__qualname__
+            status = _status(reported, reported and state.final, complete)
+            self._end(status, error=how == "error", end_time=end_time)
+        except Exception:
+            _log.debug("spanmeter: could not finalise a stream", exc_info=True)
+            self._end_quietly(sc.USAGE_INCOMPLETE)
+
+    # --- ending -------------------------------------------------------------------------------
+
+    def _end(self, usage_status: str, error: bool = False, end_time: int | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.collected = []
+        attrs = self.attrs
+        attrs[sc.SPANMETER_USAGE_STATUS] = usage_status
+        span = self.span
+        span.set_attributes(attrs)
+        if error or sc.ERROR_TYPE in attrs:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=end_time)
+
+    def _end_quietly(self, usage_status: str) -> None:
+        try:
+            self._end(usage_status)
+        except Exception:
+            _log.debug("spanmeter: could not end a span", exc_info=True)
+
+
+def _status(reported: bool, final: bool, complete: bool) -> str:
+    """usage_status from: any usage seen, the final usage seen, the body read to its end."""
+    if reported and final:
+        return sc.USAGE_REPORTED
+    if complete and not reported:
+        return sc.USAGE_MISSING
+    return sc.USAGE_INCOMPLETE
+
+
+def _event_span(buf: bytes, pos: int) -> tuple[int, int]:
+    """Start and end (after its blank line) of the SSE event containing byte `pos`."""
+    start = 0
+    for sep in _BOUNDARIES:
+        at = buf.rfind(sep, 0, pos)
+        if at >= 0 and at + len(sep) > start:
+            start = at + len(sep)
+    end = len(buf)
+    for sep in _BOUNDARIES:
+        at = buf.find(sep, pos)
+        if at >= 0 and at + len(sep) < end:
+            end = at + len(sep)
+    return start, end
+
+
+def _tail_parse(body: bytes, shape: str, out: dict[str, Any]) -> bool:
+    """`model` and `usage` of a large JSON object from its last few KB (they follow `data`)."""
+    tail = body[-_TAIL:].decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] = {}
+    for key in ("model", "usage"):
+        at = tail.rfind(f'"{key}"')
+        if at < 0:
+            continue
+        colon = tail.find(":", at + len(key) + 2)
+        if colon < 0:
+            continue
+        idx = colon + 1
+        while idx < len(tail) and tail[idx] in " \t\r\n":
+            idx += 1
+        try:
+            found[key] = decoder.raw_decode(tail, idx)[0]
+        except ValueError:
+            continue
+    if "usage" not in found:
+        # Not the expected layout: pay for the whole parse rather than lose the usage.
+        return P.extract_body(shape, json.loads(body), out)
+    return P.extract_body(shape, found, out)
+
+
+def _decode(body: bytes, encoding: str) -> bytes:
+    """Undo Content-Encoding on a body we collected raw (rare: providers do not compress SSE)."""
+    for coding in reversed([c.strip() for c in encoding.split(",")]):
+        if coding in ("", "identity"):
+            continue
+        if coding in ("gzip", "x-gzip"):
+            body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        elif coding == "deflate":
+            try:
+                body = zlib.decompress(body)
+            except zlib.error:
+                body = zlib.decompress(body, -zlib.MAX_WBITS)
+        elif coding == "br":
+            import brotli  # type: ignore[import-not-found]  # only when the app's httpx asked for br
+
+            body = brotli.decompress(body)
+        elif coding == "zstd":
+            try:
+                from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+            except ImportError:
+                from backports import zstd  # type: ignore[import-not-found,no-redef]
+            body = zstd.decompress(body)
+        else:
+            raise ValueError(f"unsupported content-encoding {coding!r}")
+    return body

@@ -1,0 +1,213 @@
+"""The hook into httpx and httpx2: `Client.send` / `AsyncClient.send`, patched on the classes.
+
+Why `send` and not the transports' `handle_request`: `send` is public in both libraries, is
+called once per request the app makes (the SDKs' retries are separate sends, each a provider
+call), and sits above every transport, so calls through `MockTransport`, ASGI/WSGI transports,
+httpx-aiohttp or any custom transport are metered too, where patching `HTTPTransport` would
+miss them. Patching the class (not client instances) also covers clients created before
+instrumentation (a module-level `OpenAI()` in an app that calls `spanmeter.instrument()` later).
+When the app asked for `stream=False`, httpx has read (and decoded) the body inside `send`, and
+we parse `response.content`; otherwise we wrap `response.stream` before anyone reads it.
+
+A request that is not a POST to a recognised LLM path costs two attribute reads and a few
+`str.endswith`, and goes through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import SpanKind, Tracer
+
+from . import _providers as P
+from . import semconv as sc
+from ._attribution import resolve
+from ._call import Call
+from ._stream import stream_classes
+
+_log = logging.getLogger("spanmeter.instrumentation")
+
+_MARK = "__spanmeter_original__"
+
+
+class Hooks:
+    """What the patched `send` methods share: the tracer, settings and user hooks."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        inject_stream_usage: bool,
+        max_parse_bytes: int,
+        request_hook: Any = None,
+        response_hook: Any = None,
+    ) -> None:
+        self.tracer = tracer
+        self.inject_stream_usage = inject_stream_usage
+        self.max_parse_bytes = max_parse_bytes
+        self.request_hook = request_hook
+        self.response_hook = response_hook
+
+    def begin(self, request: Any) -> Call | None:
+        """A started `Call` when `request` is an LLM call, else None (and nothing else happens)."""
+        if request.method != "POST":
+            return None
+        url = request.url
+        path = url.path
+        shape = P.match_path(path)
+        if shape is None or not is_instrumentation_enabled():
+            return None
+
+        try:
+            body = request.content
+        except Exception:  # a streaming upload: never read it
+            body = None
+        fields = P.parse_request(body, self.max_parse_bytes) if body else None
+
+        host = url.host
+        operation = P.OPERATION[shape]
+        model = (fields.model if fields is not None else None) or P.model_from_path(shape, path)
+        streaming = path.endswith(":streamGenerateContent") or (fields is not None and fields.stream)
+        attrs: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: operation,
+            sc.GEN_AI_PROVIDER_NAME: P.provider_for(shape, host, path),
+            sc.SERVER_ADDRESS: host,
+            sc.SPANMETER_STREAMING: streaming,
+        }
+        if model:
+            attrs[sc.GEN_AI_REQUEST_MODEL] = model
+        port = url.port
+        if port is not None:
+            attrs[sc.SERVER_PORT] = port
+        if fields is not None:
+            if fields.service_tier and shape != P.ANTHROPIC_MESSAGES:
+                attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
+            attrs.update(resolve(fields.user, fields.conversation))
+        else:
+            attrs.update(resolve(None, None))
+
+        strip = False
+        if (
+            streaming
+            and shape == P.CHAT_COMPLETIONS
+            and self.inject_stream_usage
+            and fields is not None
+            and fields.include_usage is not True
+            and _accepts_stream_options(url)
+        ):
+            patched = P.inject_include_usage(body, fields)  # type: ignore[arg-type]
+            if patched is not None:
+                request = _with_body(request, patched)
+                strip = True
+
+        span = self.tracer.start_span(f"{operation} {model}" if model else operation, kind=SpanKind.CLIENT, attributes=attrs)
+        if self.request_hook is not None:
+            try:
+                self.request_hook(span, request)
+            except Exception:
+                _log.debug("spanmeter: request_hook failed", exc_info=True)
+        return Call(span, shape, request, strip, self.response_hook)
+
+
+def _accepts_stream_options(url: Any) -> bool:
+    # Azure OpenAI API versions before 2024-09-01-preview reject the unknown parameter (400).
+    version = url.params.get("api-version")
+    return version is None or version >= "2024-09-01"
+
+
+def _with_body(request: Any, body: bytes) -> Any:
+    """A copy of `request` with another JSON body (public API only: a new Request)."""
+    headers = request.headers.copy()
+    for name in ("content-length", "transfer-encoding"):
+        if name in headers:
+            del headers[name]
+    return type(request)(request.method, request.url, headers=headers, content=body, extensions=request.extensions)
+
+
+def _make_send(original: Any, hooks: Hooks, sync_proxy: type) -> Any:
+    @functools.wraps(original)
+    def send(client: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            call = hooks.begin(request)
+        except Exception:
+            _log.debug("spanmeter: could not start a span", exc_info=True)
+            call = None
+        if call is None:
+            return original(client, request, *args, **kwargs)
+        token = call.attach()
+        try:
+            response = original(client, call.request, *args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.detach(token)
+        if call.on_response(response, not kwargs.get("stream", False)):
+            try:
+                response.stream = sync_proxy(response.stream, call)
+            except Exception:
+                _log.debug("spanmeter: could not wrap a response stream", exc_info=True)
+                call.finalize("closed")
+        return response
+
+    setattr(send, _MARK, original)
+    return send
+
+
+def _make_async_send(original: Any, hooks: Hooks, async_proxy: type) -> Any:
+    @functools.wraps(original)
+    async def send(client: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            call = hooks.begin(request)
+        except Exception:
+            _log.debug("spanmeter: could not start a span", exc_info=True)
+            call = None
+        if call is None:
+            return await original(client, request, *args, **kwargs)
+        token = call.attach()
+        try:
+            response = await original(client, call.request, *args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            call.detach(token)
+        if call.on_response(response, not kwargs.get("stream", False)):
+            try:
+                response.stream = async_proxy(response.stream, call)
+            except Exception:
+                _log.debug("spanmeter: could not wrap a response stream", exc_info=True)
+                call.finalize("closed")
+        return response
+
+    setattr(send, _MARK, original)
+    return send
+
+
+def patch(lib: Any, hooks: Hooks) -> list[tuple[type, Any, Any]]:
+    """Patch `lib.Client.send` and `lib.AsyncClient.send`; returns what `unpatch` needs."""
+    sync_proxy, async_proxy = stream_classes(lib)
+    done = []
+    for cls, make, proxy in ((lib.Client, _make_send, sync_proxy), (lib.AsyncClient, _make_async_send, async_proxy)):
+        current = cls.__dict__.get("send")
+        if current is None or hasattr(current, _MARK):
+            continue  # already ours (httpx aliased to httpx2 by `httpx2.alias_httpx()`)
+        patched = make(current, hooks, proxy)
+        cls.send = patched
+        done.append((cls, current, patched))
+    return done
+
+
+def unpatch(patches: list[tuple[type, Any, Any]]) -> None:
+    for cls, original, patched in patches:
+        if cls.__dict__.get("send") is patched:
+            cls.send = original
+        else:
+            _log.debug("spanmeter: %s.send was re-wrapped by someone else; leaving it", cls.__qualname__)
+
+
+def get_tracer(tracer_provider: Any, version: str) -> Tracer:
+    return trace.get_tracer("spanmeter", version, tracer_provider=tracer_provider)

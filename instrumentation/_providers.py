@@ -1,0 +1,625 @@
+"""Provider shapes: which HTTP requests are LLM calls, and where their usage is in the response.
+
+Recognition is by request path (so any OpenAI-compatible base URL works: OpenAI, Azure OpenAI,
+OpenRouter, a LiteLLM proxy, vLLM, Ollama) and the response's content type decides how its body is
+read (JSON, server-sent events, or Gemini's streamed JSON array).
+
+Everything here is pure: bytes and dicts in, span attributes out. Usage is written in the GenAI
+semantic conventions' inclusive meaning (input includes cache reads and writes, output includes
+reasoning), converting each provider's own meaning:
+
+- OpenAI chat/responses/embeddings: input already includes cached tokens, output reasoning.
+- Anthropic: raw `input_tokens` EXCLUDES cache reads and writes: input = raw + read + write.
+- Gemini: `promptTokenCount` includes cached content; `candidatesTokenCount` EXCLUDES thoughts:
+  output = candidates + thoughts; tool-use prompt tokens are billed as input and added to it
+  (so that input + output equals `totalTokenCount`).
+
+A count the provider did not report is left out, never written as 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import semconv as sc
+
+# --- shapes -----------------------------------------------------------------------------------
+
+CHAT_COMPLETIONS = "openai.chat_completions"
+RESPONSES = "openai.responses"
+EMBEDDINGS = "openai.embeddings"
+COMPLETIONS = "openai.completions"
+ANTHROPIC_MESSAGES = "anthropic.messages"
+GEMINI_GENERATE = "gemini.generate_content"
+
+OPERATION = {
+    CHAT_COMPLETIONS: sc.OP_CHAT,
+    RESPONSES: sc.OP_CHAT,
+    EMBEDDINGS: sc.OP_EMBEDDINGS,
+    COMPLETIONS: sc.OP_TEXT_COMPLETION,
+    ANTHROPIC_MESSAGES: sc.OP_CHAT,
+    GEMINI_GENERATE: sc.OP_GENERATE_CONTENT,
+}
+
+
+def match_path(path: str) -> str | None:
+    """The shape of a POST to `path`, or None when it is not an LLM call we meter."""
+    if path.endswith("/chat/completions"):
+        return CHAT_COMPLETIONS
+    if path.endswith("/responses"):
+        return RESPONSES
+    if path.endswith("/embeddings"):
+        return EMBEDDINGS
+    if path.endswith("/messages"):
+        # Anthropic's `/v1/messages`, not OpenAI's `/v1/threads/{id}/messages` (no usage there).
+        return ANTHROPIC_MESSAGES if "/threads/" not in path else None
+    if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
+        return GEMINI_GENERATE
+    if path.endswith("/completions"):
+        return COMPLETIONS
+    return None
+
+
+# Hosts whose OpenAI-compatible API belongs to a provider other than OpenAI. Values are
+# semantic-convention provider names where one exists, else the provider's own short name.
+_HOST_PROVIDERS = {
+    "api.openai.com": sc.PROVIDER_OPENAI,
+    "openrouter.ai": sc.PROVIDER_OPENROUTER,
+    "api.groq.com": sc.PROVIDER_GROQ,
+    "api.deepseek.com": sc.PROVIDER_DEEPSEEK,
+    "api.x.ai": sc.PROVIDER_X_AI,
+    "api.mistral.ai": sc.PROVIDER_MISTRAL_AI,
+    "api.perplexity.ai": sc.PROVIDER_PERPLEXITY,
+    "api.moonshot.ai": sc.PROVIDER_MOONSHOT_AI,
+    "api.anthropic.com": sc.PROVIDER_ANTHROPIC,
+    "generativelanguage.googleapis.com": sc.PROVIDER_GCP_GEMINI,
+}
+_AZURE_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+
+
+def provider_for(shape: str, host: str, path: str) -> str:
+    """`gen_ai.provider.name` for a call: the API's owner for known hosts, else its dialect.
+
+    A self-hosted OpenAI-compatible server (vLLM, Ollama, a LiteLLM proxy) reports "openai", the
+    dialect it speaks; `server.address` tells the servers apart.
+    """
+    if shape == ANTHROPIC_MESSAGES:
+        return sc.PROVIDER_ANTHROPIC
+    if shape == GEMINI_GENERATE:
+        return sc.PROVIDER_GCP_VERTEX_AI if host.endswith("aiplatform.googleapis.com") else sc.PROVIDER_GCP_GEMINI
+    known = _HOST_PROVIDERS.get(host)
+    if known is not None:
+        return known
+    if host.endswith(_AZURE_SUFFIXES) or "/openai/deployments/" in path:
+        return sc.PROVIDER_AZURE_OPENAI
+    return sc.PROVIDER_OPENAI
+
+
+def model_from_path(shape: str, path: str) -> str | None:
+    """The model a URL names: Gemini's `models/{m}:generateContent`, Azure's deployment."""
+    if shape == GEMINI_GENERATE:
+        head = path.rpartition(":")[0]
+        name = head.rpartition("/")[2]
+        return name or None
+    marker = "/deployments/"
+    at = path.find(marker)
+    if at >= 0:
+        name = path[at + len(marker) :].partition("/")[0]
+        return name or None
+    return None
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RequestFields:
+    """What metering needs from a request body; everything else in it is never looked at."""
+
+    model: str | None = None
+    stream: bool = False
+    has_stream_options: bool = False
+    include_usage: bool | None = None
+    user: str | None = None  # OpenAI `user` / `safety_identifier`, Anthropic `metadata.user_id`
+    conversation: str | None = None  # Responses API `conversation`
+    service_tier: str | None = None
+    obj: dict[str, Any] | None = None  # the parsed body, when it was parsed whole
+
+
+# Bodies above this size (image or document uploads) are scanned near their ends for the few
+# top-level scalar keys instead of being parsed whole: json.loads costs ~2.5 ms per MB.
+_SCAN_WINDOW = 64 * 1024
+_SCALAR = re.compile(
+    rb'"(model|stream|include_usage|stream_options|user|safety_identifier|user_id|service_tier)"\s*:\s*'
+    rb'("(?:[^"\\]|\\.)*"|true|false|\{)'
+)
+
+
+def parse_request(body: bytes, max_parse_bytes: int) -> RequestFields | None:
+    """The metering fields of a JSON request body, or None when it is not a JSON object."""
+    start = 0
+    n = len(body)
+    while start < n and body[start] in b" \t\r\n":
+        start += 1
+    if start >= n or body[start] != 0x7B:  # "{"
+        return None
+    if n <= max_parse_bytes:
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        return _fields_from_obj(obj)
+    return _scan_large(body)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _fields_from_obj(obj: dict[str, Any]) -> RequestFields:
+    f = RequestFields(obj=obj)
+    f.model = _str(obj.get("model"))
+    f.stream = obj.get("stream") is True
+    opts = obj.get("stream_options")
+    if opts is not None:
+        f.has_stream_options = True
+        if isinstance(opts, dict):
+            value = opts.get("include_usage")
+            if isinstance(value, bool):
+                f.include_usage = value
+    # The newer `safety_identifier` is OpenAI's replacement for `user`; prefer it.
+    f.user = _str(obj.get("safety_identifier")) or _str(obj.get("user"))
+    if f.user is None:
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            f.user = _str(meta.get("user_id"))
+    conv = obj.get("conversation")
+    if isinstance(conv, dict):
+        conv = conv.get("id")
+    f.conversation = _str(conv)
+    f.service_tier = _str(obj.get("service_tier"))
+    return f
+
+
+def _scan_large(body: bytes) -> RequestFields:
+    found: dict[str, Any] = {}
+    for window in (body[:_SCAN_WINDOW], body[-_SCAN_WINDOW:]):
+        for m in _SCALAR.finditer(window):
+            key = m.group(1).decode()
+            if key in found:
+                continue
+            raw = m.group(2)
+            if raw == b"{":
+                found[key] = {}
+            elif raw[:1] == b'"':
+                try:
+                    found[key] = json.loads(raw)
+                except ValueError:
+                    continue
+            else:
+                found[key] = raw == b"true"
+    f = RequestFields()
+    f.model = _str(found.get("model"))
+    f.stream = found.get("stream") is True
+    f.has_stream_options = "stream_options" in found or "include_usage" in found
+    if isinstance(found.get("include_usage"), bool):
+        f.include_usage = found["include_usage"]
+    f.user = _str(found.get("safety_identifier")) or _str(found.get("user")) or _str(found.get("user_id"))
+    f.service_tier = _str(found.get("service_tier"))
+    return f
+
+
+def inject_include_usage(body: bytes, fields: RequestFields) -> bytes | None:
+    """The body with `stream_options.include_usage: true`, or None when it cannot be added safely.
+
+    Without stream_options the key is spliced in after the opening brace, so every other byte the
+    application sent is unchanged. With stream_options present (include_usage false or absent) the
+    parsed body is re-serialised with the option set.
+    """
+    if not fields.has_stream_options:
+        at = body.find(b"{")
+        return body[: at + 1] + b'"stream_options":{"include_usage":true},' + body[at + 1 :]
+    obj = fields.obj
+    if obj is None or not isinstance(obj.get("stream_options"), dict):
+        return None
+    patched = dict(obj)
+    patched["stream_options"] = {**obj["stream_options"], "include_usage": True}
+    return json.dumps(patched, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- usage extraction from whole bodies -------------------------------------------------------
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _set(out: dict[str, Any], key: str, value: Any) -> None:
+    if type(value) is int:
+        out[key] = value
+
+
+def openai_usage(usage: Any, out: dict[str, Any]) -> bool:
+    """Chat/legacy-completions/embeddings `usage` (prompt_tokens/completion_tokens)."""
+    if not isinstance(usage, dict):
+        return False
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    if prompt is None and completion is None:
+        return False
+    _set(out, sc.GEN_AI_USAGE_INPUT_TOKENS, prompt)
+    _set(out, sc.GEN_AI_USAGE_OUTPUT_TOKENS, completion)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
+        # OpenRouter reports cache writes of the models behind it here.
+        _set(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details.get("cache_write_tokens"))
+    elif "prompt_cache_hit_tokens" in usage:  # DeepSeek
+        _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.get("prompt_cache_hit_tokens"))
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict):
+        _set(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
+    return True
+
+
+def responses_usage(usage: Any, out: dict[str, Any]) -> bool:
+    """Responses API `usage` (input_tokens/output_tokens, both inclusive)."""
+    if not isinstance(usage, dict):
+        return False
+    inp = _int(usage.get("input_tokens"))
+    outp = _int(usage.get("output_tokens"))
+    if inp is None and outp is None:
+        return False
+    _set(out, sc.GEN_AI_USAGE_INPUT_TOKENS, inp)
+    _set(out, sc.GEN_AI_USAGE_OUTPUT_TOKENS, outp)
+    details = usage.get("input_tokens_details")
+    if isinstance(details, dict):
+        _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
+    details = usage.get("output_tokens_details")
+    if isinstance(details, dict):
+        _set(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
+    return True
+
+
+def anthropic_usage(usage: Any, out: dict[str, Any]) -> bool:
+    """Anthropic `usage`: raw input_tokens excludes cache reads and writes, so they are added."""
+    if not isinstance(usage, dict):
+        return False
+    raw_in = _int(usage.get("input_tokens"))
+    outp = _int(usage.get("output_tokens"))
+    if raw_in is None and outp is None:
+        return False
+    read = _int(usage.get("cache_read_input_tokens"))
+    write = _int(usage.get("cache_creation_input_tokens"))
+    if raw_in is not None:
+        out[sc.GEN_AI_USAGE_INPUT_TOKENS] = raw_in + (read or 0) + (write or 0)
+    _set(out, sc.GEN_AI_USAGE_OUTPUT_TOKENS, outp)
+    _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, read)
+    _set(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, write)
+    return True
+
+
+def gemini_usage(meta: Any, out: dict[str, Any]) -> bool:
+    """Gemini `usageMetadata`: candidates exclude thoughts, so output = candidates + thoughts."""
+    if not isinstance(meta, dict):
+        return False
+    prompt = _int(meta.get("promptTokenCount"))
+    cands = _int(meta.get("candidatesTokenCount"))
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    if prompt is None and cands is None and thoughts is None:
+        return False
+    tool = _int(meta.get("toolUsePromptTokenCount"))
+    if prompt is not None:
+        out[sc.GEN_AI_USAGE_INPUT_TOKENS] = prompt + (tool or 0)
+    if cands is not None or thoughts is not None:
+        out[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = (cands or 0) + (thoughts or 0)
+    _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, meta.get("cachedContentTokenCount"))
+    _set(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, thoughts)
+    return True
+
+
+def _common(obj: dict[str, Any], out: dict[str, Any], id_key: str = "id", model_key: str = "model") -> None:
+    rid = obj.get(id_key)
+    if isinstance(rid, str) and rid:
+        out[sc.GEN_AI_RESPONSE_ID] = rid
+    model = obj.get(model_key)
+    if isinstance(model, str) and model:
+        out[sc.GEN_AI_RESPONSE_MODEL] = model
+
+
+def _choice_finish_reasons(choices: Any, key: str = "finish_reason") -> list[str] | None:
+    if not isinstance(choices, list):
+        return None
+    reasons = [c.get(key) for c in choices if isinstance(c, dict)]
+    reasons = [r for r in reasons if isinstance(r, str)]
+    return reasons or None
+
+
+def extract_body(shape: str, obj: Any, out: dict[str, Any]) -> bool:
+    """Fill `out` from a whole (non-streamed) response body; True when usage was reported."""
+    if isinstance(obj, list):
+        # Gemini's streamGenerateContent without alt=sse: a JSON array of cumulative chunks.
+        state = GeminiStream()
+        for item in obj:
+            if isinstance(item, dict):
+                state.on_object(item)
+        return state.finish(out)
+    if not isinstance(obj, dict):
+        return False
+    if shape == CHAT_COMPLETIONS or shape == COMPLETIONS:
+        _common(obj, out)
+        reasons = _choice_finish_reasons(obj.get("choices"))
+        if reasons:
+            out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+        _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
+        return openai_usage(obj.get("usage"), out)
+    if shape == EMBEDDINGS:
+        _set_str(out, sc.GEN_AI_RESPONSE_MODEL, obj.get("model"))
+        return openai_usage(obj.get("usage"), out)
+    if shape == RESPONSES:
+        return _responses_object(obj, out)
+    if shape == ANTHROPIC_MESSAGES:
+        _common(obj, out)
+        reason = obj.get("stop_reason")
+        if isinstance(reason, str):
+            out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
+        return anthropic_usage(obj.get("usage"), out)
+    if shape == GEMINI_GENERATE:
+        state = GeminiStream()
+        state.on_object(obj)
+        return state.finish(out)
+    return False
+
+
+def _set_str(out: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, str) and value:
+        out[key] = value
+
+
+def _responses_object(obj: dict[str, Any], out: dict[str, Any]) -> bool:
+    _common(obj, out)
+    _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
+    details = obj.get("incomplete_details")
+    if isinstance(details, dict) and isinstance(details.get("reason"), str):
+        out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [details["reason"]]
+    return responses_usage(obj.get("usage"), out)
+
+
+# --- usage extraction from event streams ------------------------------------------------------
+#
+# Each stream state sees every event but parses only the few that carry metering data, and
+# defers even those to `finish` where it can: per-chunk cost is a couple of substring checks.
+# `terminal` says the provider's end-of-stream marker arrived, `final` that final usage did.
+
+
+class ChatStream:
+    """OpenAI chat/legacy completions: id/model in every chunk, usage in a `choices: []` chunk."""
+
+    __slots__ = ("first", "finishes", "usage", "terminal", "final", "strip", "drop")
+
+    def __init__(self, strip: bool = False) -> None:
+        self.first: bytes | None = None
+        self.finishes: list[bytes] = []
+        self.usage: dict[str, Any] | None = None
+        self.terminal = False
+        self.final = False
+        # When spanmeter added include_usage itself, the usage chunk is hidden from the app.
+        self.strip = strip
+        self.drop = False
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.terminal = True
+            return
+        if self.first is None:
+            self.first = data
+        if b'"finish_reason":"' in data or b'"finish_reason": "' in data:
+            self.finishes.append(data)
+        if b'"usage":{' in data or b'"usage": {' in data:
+            obj = json.loads(data)
+            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+                self.usage = obj
+                self.final = True
+                if self.strip and obj.get("choices") == []:
+                    self.drop = True
+
+    def finish(self, out: dict[str, Any]) -> bool:
+        if self.first is not None:
+            obj = json.loads(self.first)
+            if isinstance(obj, dict):
+                _common(obj, out)
+                _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
+        reasons: dict[int, str] = {}
+        for data in self.finishes:
+            obj = json.loads(data)
+            choices = obj.get("choices") if isinstance(obj, dict) else None
+            for choice in choices if isinstance(choices, list) else ():
+                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                    index = choice.get("index")
+                    reasons[index if type(index) is int else len(reasons)] = choice["finish_reason"]
+        if reasons:
+            out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
+        if self.usage is not None:
+            return openai_usage(self.usage["usage"], out)
+        return False
+
+
+class ResponsesStream:
+    """Responses API: model/id on response.created, usage on response.completed/incomplete/failed."""
+
+    __slots__ = ("created", "done", "terminal", "final")
+
+    _TERMINAL = (b"response.completed", b"response.incomplete", b"response.failed")
+
+    def __init__(self) -> None:
+        self.created: bytes | None = None
+        self.done: bytes | None = None
+        self.terminal = False
+        self.final = False
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if event is None:
+            # Servers that omit `event:` lines: the type is inside the data.
+            if b'"type":"response.' not in data and b'"type": "response.' not in data:
+                return
+            event = _responses_type(data)
+        if event in self._TERMINAL:
+            self.done = data
+            self.terminal = True
+            self.final = b'"usage":{' in data or b'"usage": {' in data
+        elif event == b"response.created" and self.created is None:
+            self.created = data
+
+    def finish(self, out: dict[str, Any]) -> bool:
+        for data in (self.created, self.done):
+            if data is None:
+                continue
+            obj = json.loads(data)
+            resp = obj.get("response") if isinstance(obj, dict) else None
+            if isinstance(resp, dict):
+                reported = _responses_object(resp, out)
+                if data is self.done:
+                    return reported
+        return False
+
+
+_TYPE = re.compile(rb'"type"\s*:\s*"(response\.[a-z_.]+)"')
+
+
+def _responses_type(data: bytes) -> bytes | None:
+    m = _TYPE.search(data)
+    return m.group(1) if m else None
+
+
+class AnthropicStream:
+    """Anthropic: usage on message_start (input, cache) and message_delta (cumulative: last wins)."""
+
+    __slots__ = ("start", "delta", "terminal", "final", "error")
+
+    def __init__(self) -> None:
+        self.start: bytes | None = None
+        self.delta: bytes | None = None
+        self.terminal = False
+        self.final = False
+        self.error: str | None = None
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if event is None:
+            # A proxy that drops `event:` lines: the type is the first key Anthropic writes.
+            if data.startswith(b'{"type":"message_'):
+                event = data[9 : data.find(b'"', 9)]
+            else:
+                return
+        if event == b"message_delta":
+            self.delta = data
+            self.final = True
+        elif event == b"message_start":
+            self.start = data
+        elif event == b"message_stop":
+            self.terminal = True
+        elif event == b"error":
+            obj = json.loads(data)
+            err = obj.get("error") if isinstance(obj, dict) else None
+            if isinstance(err, dict) and isinstance(err.get("type"), str):
+                self.error = err["type"]
+
+    def finish(self, out: dict[str, Any]) -> bool:
+        usage: dict[str, Any] = {}
+        if self.start is not None:
+            obj = json.loads(self.start)
+            msg = obj.get("message") if isinstance(obj, dict) else None
+            if isinstance(msg, dict):
+                _common(msg, out)
+                if isinstance(msg.get("usage"), dict):
+                    usage.update(msg["usage"])
+        if self.delta is not None:
+            obj = json.loads(self.delta)
+            if isinstance(obj, dict):
+                # message_delta usage is cumulative: each field present replaces message_start's.
+                if isinstance(obj.get("usage"), dict):
+                    usage.update({k: v for k, v in obj["usage"].items() if v is not None})
+                delta = obj.get("delta")
+                if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                    out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [delta["stop_reason"]]
+        if self.error is not None:
+            out[sc.ERROR_TYPE] = self.error
+        return anthropic_usage(usage, out) if usage else False
+
+
+class GeminiStream:
+    """Gemini: every chunk carries cumulative usageMetadata (last wins); finishReason ends it."""
+
+    __slots__ = ("last_usage", "last_finish", "first", "terminal", "final", "_objs")
+
+    def __init__(self) -> None:
+        self.first: bytes | None = None
+        self.last_usage: bytes | None = None
+        self.last_finish: bytes | None = None
+        self.terminal = False
+        self.final = False
+        self._objs: list[dict[str, Any]] = []  # chunks already parsed (whole-body JSON arrays)
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if self.first is None:
+            self.first = data
+        if b'"finishReason"' in data:
+            self.last_finish = data
+            self.terminal = True
+        if b'"usageMetadata"' in data:
+            # Cumulative: only the usage of the chunk that finishes (or a later one) is final.
+            self.last_usage = data
+            self.final = self.terminal
+
+    def on_object(self, obj: dict[str, Any]) -> None:
+        self._objs.append(obj)
+        cands = obj.get("candidates")
+        if isinstance(cands, list) and any(isinstance(c, dict) and "finishReason" in c for c in cands):
+            self.terminal = True
+        if "usageMetadata" in obj:
+            self.final = self.terminal
+
+    def finish(self, out: dict[str, Any]) -> bool:
+        objs = self._objs or [json.loads(d) for d in (self.first, self.last_finish, self.last_usage) if d]
+        objs = [o for o in objs if isinstance(o, dict)]
+        reported = False
+        for obj in objs:
+            _common(obj, out, id_key="responseId", model_key="modelVersion")
+            reasons = _choice_finish_reasons(obj.get("candidates"), key="finishReason")
+            if reasons:
+                out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+            if "usageMetadata" in obj:
+                reported = gemini_usage(obj["usageMetadata"], out) or reported
+        return reported
+
+
+class NoStream:
+    """Shapes that never stream (embeddings)."""
+
+    __slots__ = ("terminal", "final")
+
+    def __init__(self) -> None:
+        self.terminal = False
+        self.final = False
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        pass
+
+    def finish(self, out: dict[str, Any]) -> bool:
+        return False
+
+
+def new_stream_state(shape: str, strip: bool = False) -> Any:
+    if shape == CHAT_COMPLETIONS or shape == COMPLETIONS:
+        return ChatStream(strip)
+    if shape == RESPONSES:
+        return ResponsesStream()
+    if shape == ANTHROPIC_MESSAGES:
+        return AnthropicStream()
+    if shape == GEMINI_GENERATE:
+        return GeminiStream()
+    return NoStream()
