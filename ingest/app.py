@@ -23,6 +23,8 @@ from google.rpc import status_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import decode as decode_stage
+from .api_caps import router as caps_router
+from .caps import Caps
 from .config import Settings, get_settings
 from .errors import (
     DecodeError,
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         migrate(state.store)
         state.prices = PriceBook.from_files(settings.prices_file)
         state.writer = Writer(state.store, settings, state.metrics)
+        state.caps = Caps.from_settings(state.store, settings).watch(state.writer)
         state.writer.start()
         log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)
         try:
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app = FastAPI(title="spanmeter ingest", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.include_router(caps_router)
 
     @app.post("/v1/traces")
     async def export_traces(request: Request) -> Response:

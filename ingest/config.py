@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     # How many recent (trace_id, span_id) keys the writer remembers to keep duplicates out.
     dedupe_keys: int = Field(default=2_000_000, gt=0)
 
+    # Caps (ingest/caps.py). No tiers file: spend per window is shown, nothing is capped.
+    tiers_file: Path | None = None
+    # Signs user-scoped tokens; without it the key is derived from admin_token (rotating that
+    # then revokes every user token).
+    user_token_secret: SecretStr | None = None
+    # A user's cached spend is reloaded in the background after this long: it picks up rows
+    # other processes wrote (several ingest replicas) and settings changed elsewhere.
+    caps_refresh_seconds: float = Field(default=30.0, gt=0)
+    # How long a /check's estimated cost stays reserved if its call's usage never lands.
+    caps_reservation_seconds: float = Field(default=60.0, gt=0)
+    caps_cache_users: int = Field(default=100_000, gt=0)
+
     @property
     def is_embedded(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb:")
