@@ -37,6 +37,7 @@ from .errors import (
 from .metrics import Metrics
 from .migrate import migrate
 from .normalize import normalize
+from .privacy import pseudonymize
 from .price import PriceBook
 from .store import QueryError, Store
 from .writer import Writer
@@ -98,11 +99,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                 raise PayloadTooLarge(f"{len(spans)} spans in one request, limit {settings.max_spans_per_request}")
             metrics.spans_received.inc(len(spans))
             result = normalize(spans, max_attribute_length=settings.max_attribute_length)
+            if settings.user_id_key is not None:
+                pseudonymize(result, settings.user_id_key)
             prices: PriceBook = app.state.prices
             for record in result.records:
                 prices.price(record)
                 if record.cost_usd is None:
                     metrics.unpriced.labels(record.pricing_status).inc()
+            _refuse_unstorable_costs(result)
             metrics.usage_records.inc(len(result.records))
             await app.state.writer.submit(result.records, result.links)
         except SpanmeterError as exc:
@@ -187,6 +191,25 @@ def _error(exc: SpanmeterError, kind: str, settings: Settings, metrics: Metrics)
     else:
         body = orjson.dumps({"code": status, "message": str(exc)})
     return Response(body, status_code=status, media_type=kind, headers=headers)
+
+
+_MAX_COST_USD = Decimal(10**6)  # usage_events.cost_usd is Decimal(18, 12)
+
+
+def _refuse_unstorable_costs(result: Any) -> None:
+    """A cost the column cannot hold (absurd token counts at an operator's absurd rate) would fail
+    the batch insert, and with it every request sharing the batch, on every retry: refuse that
+    span alone (partial success) instead."""
+    if not any(r.cost_usd is not None and r.cost_usd >= _MAX_COST_USD for r in result.records):
+        return
+    kept = []
+    for record in result.records:
+        if record.cost_usd is not None and record.cost_usd >= _MAX_COST_USD:
+            result.rejected += 1
+            result.messages.append(f"span {record.span_id.hex()}: cost out of range")
+        else:
+            kept.append(record)
+    result.records = kept
 
 
 def _json_default(value: Any) -> Any:

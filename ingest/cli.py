@@ -45,8 +45,54 @@ def serve(
 
     settings = _settings(host=host, port=port, clickhouse_dsn=dsn, database=database)
     check_bind(settings)
-    typer.echo(f"spanmeter: serving http://{settings.host}:{settings.port}/v1/traces, store {settings.clickhouse_dsn}")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level, access_log=False)
+    from .store import _redact
+
+    typer.echo(f"spanmeter: serving http://{settings.host}:{settings.port}/v1/traces, store {_redact(settings.clickhouse_dsn)}")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+        log_config=log_config(settings, log_level),
+    )
+
+
+def log_config(settings: Settings, level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the ingest's own loggers (refusals, limits, store trouble) at the
+    same level, and every configured secret masked in every line: at `trace` uvicorn logs whole
+    ASGI scopes, Authorization headers included."""
+    import copy
+    from urllib.parse import urlsplit
+
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    secrets = [s.get_secret_value() for s in (settings.ingest_token, settings.admin_token, settings.user_id_key) if s]
+    try:
+        password = urlsplit(settings.clickhouse_dsn).password
+    except ValueError:
+        password = None
+    if password:
+        secrets.append(password)
+    config["filters"] = {"secrets": {"()": RedactSecrets, "secrets": secrets}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["secrets"]
+    own = "DEBUG" if level.lower() == "trace" else level.upper()
+    config["loggers"]["spanmeter"] = {"handlers": ["default"], "level": own, "propagate": False}
+    return config
+
+
+class RedactSecrets:
+    """A logging filter that replaces each secret in a record's message with ***."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: Any) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(s in message for s in self.secrets):
+                for s in self.secrets:
+                    message = message.replace(s, "***")
+                record.msg, record.args = message, None
+        return True
 
 
 def check_bind(settings: Settings) -> None:
@@ -139,6 +185,17 @@ def prices(
     if not rates:
         raise SpanmeterError(f"no price known for {model!r}: its calls are stored unpriced (cost NULL)")
     typer.echo(format_rates(rates))
+
+
+@app.command()
+def pseudonym(user_id: Annotated[str, typer.Argument(help="A user id as the application sends it")]) -> None:
+    """Print the pseudonym a user id is stored under (keyed by SPANMETER_USER_ID_KEY)."""
+    from .privacy import pseudonymize_user_id
+
+    key = _settings().user_id_key
+    if key is None:
+        raise ConfigError("SPANMETER_USER_ID_KEY is not set: user ids are stored as sent")
+    typer.echo(pseudonymize_user_id(user_id, key))
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DSN = "chdb://" + str(Path(".spanmeter") / "chdb")
@@ -23,8 +23,13 @@ class Settings(BaseSettings):
     # chdb:///abs/path or chdb://relative/path (embedded), or http(s)://user:pass@host:8123 (server).
     clickhouse_dsn: str = DEFAULT_DSN
     database: str = "spanmeter"
+    # Bearer tokens: ingest_token for POST /v1/traces, admin_token for /v1/sql and the admin API.
+    # Compared in constant time, never logged. Blank means not set.
     ingest_token: SecretStr | None = None
     admin_token: SecretStr | None = None
+    # Key of the keyed hash (HMAC-SHA256) that replaces every user id before it is stored
+    # (ingest/privacy.py). Unset: user ids are stored as sent.
+    user_id_key: SecretStr | None = None
     prices_file: Path | None = None
 
     # Limits (413 past them). The decompressed limit also bounds gzip bombs.
@@ -52,6 +57,13 @@ class Settings(BaseSettings):
     # How long a /check's estimated cost stays reserved if its call's usage never lands.
     caps_reservation_seconds: float = Field(default=60.0, gt=0)
     caps_cache_users: int = Field(default=100_000, gt=0)
+
+    @field_validator("ingest_token", "admin_token", "user_id_key", mode="after")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # `SPANMETER_INGEST_TOKEN=` (an unset variable in a compose file) must not become a token
+        # that "Bearer " with nothing after it would match.
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @property
     def is_embedded(self) -> bool:

@@ -32,7 +32,8 @@ def media_type(content_type: str | None) -> str:
     kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind in (PROTOBUF, JSON):
         return kind
-    raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}: use {PROTOBUF} or {JSON}")
+    # Header values are never echoed (into the answer or the log): they may carry anything.
+    raise UnsupportedMediaType(f"unsupported Content-Type: use {PROTOBUF} or {JSON}")
 
 
 def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
@@ -43,7 +44,7 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
             raise PayloadTooLarge(f"body of {len(body)} bytes exceeds {max_bytes}")
         return body
     if encoding not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(f"unsupported Content-Encoding {content_encoding!r}: use gzip")
+        raise UnsupportedMediaType("unsupported Content-Encoding: use gzip")
     # wbits 47 accepts gzip and zlib headers; max_length stops a bomb before it inflates.
     inflater = zlib.decompressobj(47)
     try:
@@ -142,7 +143,9 @@ def decode_json(raw: bytes) -> list[Span]:
     try:
         return _json_spans(doc)
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise DecodeError(f"malformed OTLP JSON: {exc}") from exc
+        # Not str(exc): int("...") and float("...") quote the offending value, and a value may be
+        # a prompt. The exception's own words before the quote say what was wrong.
+        raise DecodeError(f"malformed OTLP JSON: {type(exc).__name__}: {str(exc).split(':', 1)[0][:120]}") from exc
 
 
 def _json_spans(doc: Any) -> list[Span]:
@@ -197,7 +200,7 @@ def _hex_id(value: Any, size: int, field: str, optional: bool = False) -> bytes:
     try:
         raw = bytes.fromhex(value)
     except (TypeError, ValueError) as exc:
-        raise DecodeError(f"{field} is not hex: {value!r}") from exc
+        raise DecodeError(f"{field} is not hex") from exc
     if len(raw) != size:
         raise DecodeError(f"{field} must be {size} bytes, got {len(raw)}")
     return raw

@@ -75,7 +75,7 @@ def token_count(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
             continue
         try:
             count = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite double
             continue
         if count < 0:
             return None

@@ -34,8 +34,9 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, data_dir: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str], log_level: str = "warning") -> None:
         self.data_dir = data_dir
+        self.log_level = log_level
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = env
@@ -46,7 +47,7 @@ class Service:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(SPANMETER), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--dsn", f"chdb://{self.data_dir / 'chdb'}", "--log-level", "warning"],
+             "--dsn", f"chdb://{self.data_dir / 'chdb'}", "--log-level", self.log_level],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.data_dir),
         )
         deadline = time.monotonic() + timeout
@@ -92,12 +93,14 @@ class Service:
 
 
 @contextmanager
-def running_service(tmp_path: Path, env: dict[str, str] | None = None, port: int | None = None) -> Iterator[Service]:
+def running_service(
+    tmp_path: Path, env: dict[str, str] | None = None, port: int | None = None, log_level: str = "warning"
+) -> Iterator[Service]:
     data_dir = Path(tmp_path) / "spanmeter-service"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPANMETER_")}
     full_env.update(env or {})
-    svc = Service(data_dir, port or free_port(), full_env)
+    svc = Service(data_dir, port or free_port(), full_env, log_level)
     svc.start()
     try:
         yield svc
