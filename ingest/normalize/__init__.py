@@ -10,7 +10,8 @@ value per field wins, in `NORMALIZERS` order. Then:
   (framework span over SDK span over HTTP span: count the deepest), and aggregate spans (agent
   runs, workflow totals) never are;
 - attribution missing on the counted span is taken from its ancestors in the same export.
-Pure: no I/O, no state across exports (the writer handles what crosses exports).
+Pure: no I/O, no state across exports (the writer handles what crosses exports: every span not
+counted is passed on as a `Link` with the attribution it can lend to descendants in later exports).
 """
 
 from __future__ import annotations
@@ -20,19 +21,58 @@ from dataclasses import dataclass, field
 from spanmeter import semconv as sc
 
 from ..records import Attribution, Span, TokenUsage, UsageRecord
-from . import semconv
+from . import (
+    anthropic_sdk,
+    langsmith,
+    litellm,
+    logfire,
+    openinference,
+    openlit,
+    openllmetry,
+    semconv,
+    vercel,
+)
 from .base import Extracted, Normalizer
 
-# Most specific first: a library's own keys before the generic conventions it also writes.
-NORMALIZERS: tuple[tuple[str, Normalizer], ...] = ((semconv.NAME, semconv.extract),)
+# Most specific first: a library's own keys before the generic conventions it also writes. Each
+# library normalizer recognises its own spans (scope, resource or marker keys) and returns None
+# for anyone else's, so one library's meaning of a shared key never leaks onto another's spans.
+NORMALIZERS: tuple[tuple[str, Normalizer], ...] = (
+    (anthropic_sdk.NAME, anthropic_sdk.extract),
+    (openlit.NAME, openlit.extract),
+    (litellm.NAME, litellm.extract),
+    (logfire.NAME, logfire.extract),
+    (vercel.NAME, vercel.extract),
+    (openinference.NAME, openinference.extract),
+    (langsmith.NAME, langsmith.extract),
+    (openllmetry.NAME, openllmetry.extract),
+    (semconv.NAME, semconv.extract),
+)
 
+_RANK = {name: rank for rank, (name, _) in enumerate(NORMALIZERS)}
 _MAX_DEPTH = 64  # ancestor walk bound: guards against cyclic parent links in hostile input
+
+
+class Link(tuple):
+    """(key, parent key) of a span not counted, plus the attribution it lends to its descendants.
+
+    Unpacks as the plain pair; `attribution` is None when the span carries none. A root span is
+    linked (with parent key b"") only when it has attribution to lend.
+    """
+
+    attribution: Attribution | None
+
+    def __new__(cls, key: bytes, parent: bytes, attribution: Attribution | None = None) -> Link:
+        link = super().__new__(cls, (key, parent))
+        link.attribution = attribution
+        return link
 
 
 @dataclass(slots=True)
 class Normalized:
     records: list[UsageRecord] = field(default_factory=list)
-    # (key, parent key) of every span not counted, so the writer can follow ancestry across exports.
+    # A `Link` for every span not counted, so the writer can follow ancestry (leaf rule) and
+    # attribution across exports.
     links: list[tuple[bytes, bytes]] = field(default_factory=list)
     rejected: int = 0
     messages: list[str] = field(default_factory=list)
@@ -50,8 +90,8 @@ def extract(span: Span) -> tuple[Extracted | None, str]:
             merged = found
         else:
             merged.merge(found)
-        if not source and found.has_usage:
-            source = name
+        if not source:
+            source = name  # the most specific convention that recognised the span
     return merged, source
 
 
@@ -82,18 +122,23 @@ def normalize(spans: list[Span], *, max_attribute_length: int = 4096) -> Normali
                 break
             covered.add(ancestor)
 
-    seen_calls: set[tuple[bytes, str, str]] = set()
-    for key in usage_keys:
+    leaves = [key for key in usage_keys if key not in covered and not extracted[key][0].aggregate]
+    # Two sibling instrumentations on one call report the same response id: count it once, from
+    # the most specific source (the provider SDK's own span before a wrapper's).
+    best: dict[tuple[bytes, str, str], bytes] = {}
+    for key in leaves:
         found, source = extracted[key]
-        if key in covered or found.aggregate:
+        if found.response_id:
+            call = (key[:16], found.response_id, found.response_model or found.request_model or "")
+            other = best.get(call)
+            if other is None or _RANK[source] < _RANK[extracted[other][1]]:
+                best[call] = key
+    chosen = set(best.values())
+    for key in leaves:
+        found, source = extracted[key]
+        if found.response_id and key not in chosen:
             continue
         span = by_key[key]
-        # Two sibling instrumentations on one call report the same response id: count it once.
-        if found.response_id:
-            call = (span.trace_id, found.response_id, found.response_model or found.request_model or "")
-            if call in seen_calls:
-                continue
-            seen_calls.add(call)
         record = _record(span, found, source)
         for ancestor in _ancestors(by_key, span):
             if record.attribution.complete():
@@ -108,11 +153,17 @@ def normalize(spans: list[Span], *, max_attribute_length: int = 4096) -> Normali
             continue
         result.records.append(record)
     counted = {r.trace_id + r.span_id for r in result.records}
-    result.links = [
-        (key, span.trace_id + span.parent_span_id)
-        for key, span in by_key.items()
-        if span.parent_span_id and key not in counted
-    ]
+    for key, span in by_key.items():
+        if key in counted:
+            continue
+        found = extracted.get(key)
+        lent = _attribution(found[0]) if found is not None else None
+        if lent is not None and not any(getattr(lent, name) for name in Attribution.__slots__):
+            lent = None
+        if span.parent_span_id:
+            result.links.append(Link(key, span.trace_id + span.parent_span_id, lent))
+        elif lent is not None:
+            result.links.append(Link(key, b"", lent))
     return result
 
 
