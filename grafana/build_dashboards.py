@@ -1,0 +1,691 @@
+"""Generate spanmeter's Grafana dashboards (grafana/dashboards/*.json) from one description.
+
+    python grafana/build_dashboards.py          # rewrite the JSON files
+    python grafana/build_dashboards.py --check  # exit 1 if a committed file differs
+
+The output is committed beside this script and provisioned by
+grafana/provisioning/dashboards/dashboards.yaml. Every panel queries the provisioned data source
+(uid `spanmeter-clickhouse`, default database `spanmeter`) with raw SQL for the
+grafana-clickhouse-datasource plugin: `$__timeFilter`, `$__timeInterval`, `$__conditionalAll`
+and template variables are expanded by Grafana and the plugin, exactly as
+tests/support/grafana_macros.py re-implements for tests/integration/test_grafana_panels.py.
+
+Rules every query follows (the schema's, see clickhouse/*.sql):
+- rollups (`usage_hourly`, SummingMergeTree) are read with `sum()` and `GROUP BY`; events
+  (`usage_events`) multiply every aggregate by `sign`;
+- `cost_usd` is priced usage only: unpriced calls are counted and shown apart, never as $0;
+- an aggregate's alias never reuses a column name the same query reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "dashboards"
+
+DATASOURCE_UID = "spanmeter-clickhouse"
+DATASOURCE_NAME = "spanmeter ClickHouse"
+DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": DATASOURCE_UID}
+# The plugin release pinned in docker-compose.yml (GF_INSTALL_PLUGINS); the targets record it.
+PLUGIN_VERSION = "4.19.0"
+# Grafana 12's dashboard schema version (the image pinned in docker-compose.yml is 12.4).
+SCHEMA_VERSION = 41
+
+# Target formats of grafana-clickhouse-datasource.
+TIME_SERIES, TABLE, TRACES = 0, 1, 3
+
+# Dashboard variable filters, applied to rollup rows (column names of usage_hourly).
+ROLLUP_FILTERS = (
+    "$__conditionalAll(service_name IN (${service}), $service)"
+    " AND $__conditionalAll(team IN (${team}), $team)"
+    " AND $__conditionalAll(feature IN (${feature}), $feature)"
+    " AND $__conditionalAll(model IN (${model}), $model)"
+)
+EVENT_MODEL = "if(response_model != '', response_model, request_model)"
+# The same filters on usage_events rows.
+EVENT_FILTERS = (
+    "$__conditionalAll(service_name IN (${service}), $service)"
+    " AND $__conditionalAll(team IN (${team}), $team)"
+    " AND $__conditionalAll(feature IN (${feature}), $feature)"
+    f" AND $__conditionalAll({EVENT_MODEL} IN (${{model}}), $model)"
+)
+USER = "user_id = ${user:singlequote}"
+
+# Active users: attributed (user.id known) with net calls in the period.
+ACTIVE_USERS = f"""SELECT user_id
+    FROM usage_hourly
+    WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS} AND user_id != ''
+    GROUP BY user_id
+    HAVING sum(requests) > 0"""
+# Per-user priced spend: attributed users with at least one priced call, the population of every
+# spend distribution (a user whose calls are all unpriced has an unknown cost, not $0).
+PRICED_USERS = f"""SELECT user_id, sum(cost_usd) AS cost
+    FROM usage_hourly
+    WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS} AND user_id != ''
+    GROUP BY user_id
+    HAVING sum(requests) > sum(unpriced_requests)"""
+# A group's cost: NULL when every call in it is unpriced (unknown, not $0).
+GROUP_COST = "if(sum(requests) = sum(unpriced_requests), NULL, sum(cost_usd))"
+
+UNPRICED_NOTE = (
+    " Cost is priced usage only: calls without a price are counted under unpriced, never as $0."
+)
+
+
+# --- panel helpers ---------------------------------------------------------------------------
+
+
+def target(sql: str, fmt: int = TABLE, ref: str = "A") -> dict[str, Any]:
+    return {
+        "datasource": DATASOURCE,
+        "editorType": "sql",
+        "format": fmt,
+        "pluginVersion": PLUGIN_VERSION,
+        "queryType": {TIME_SERIES: "timeseries", TABLE: "table", TRACES: "traces"}[fmt],
+        "rawSql": sql.strip(),
+        "refId": ref,
+    }
+
+
+def _defaults(unit: str | None = None, decimals: int | None = None, **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"color": {"mode": "thresholds"},
+                         "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]}}
+    if unit:
+        d["unit"] = unit
+    if decimals is not None:
+        d["decimals"] = decimals
+    d.update(extra)
+    return d
+
+
+def override(field: str, **props: Any) -> dict[str, Any]:
+    return {"matcher": {"id": "byName", "options": field},
+            "properties": [{"id": k, "value": v} for k, v in props.items()]}
+
+
+def unpriced_mapping() -> list[dict[str, Any]]:
+    # NULL cost is an unpriced call: say so instead of showing an empty cell (never $0).
+    return [{"type": "special", "options": {"match": "null", "result": {"text": "unpriced", "color": "orange", "index": 0}}}]
+
+
+def stat(title: str, sql: str, *, unit: str | None = None, decimals: int | None = None, description: str = "",
+         overrides: list[dict[str, Any]] | None = None, red_above_zero: bool = False) -> dict[str, Any]:
+    defaults = _defaults(unit, decimals)
+    if red_above_zero:
+        defaults["thresholds"]["steps"].append({"color": "orange", "value": 1})
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": {
+            "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "orientation": "auto",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "value_and_name", "wideLayout": True, "showPercentChange": False,
+        },
+        "targets": [target(sql)],
+    }
+
+
+def timeseries(title: str, sql: str, *, unit: str, series_label: str = "series", description: str = "",
+               stacked: bool = True) -> dict[str, Any]:
+    custom = {
+        "drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1, "barAlignment": 0, "showPoints": "never",
+        "stacking": {"mode": "normal" if stacked else "none", "group": "A"}, "spanNulls": False,
+        "axisPlacement": "auto", "gradientMode": "none",
+    }
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        # Rollups are hourly: never ask for a finer bucket than the data has.
+        "interval": "1h",
+        "fieldConfig": {
+            "defaults": {**_defaults(unit), "color": {"mode": "palette-classic"}, "custom": custom,
+                         "displayName": "${__field.labels." + series_label + "}"},
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "table", "placement": "right", "showLegend": True, "calcs": ["sum"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [target(sql, TIME_SERIES)],
+    }
+
+
+def table(title: str, sql: str, *, description: str = "", overrides: list[dict[str, Any]] | None = None,
+          sort_by: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": {**_defaults(), "custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                        "overrides": overrides or []},
+        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+                    "sortBy": sort_by or []},
+        "targets": [target(sql)],
+    }
+
+
+def barchart(title: str, sql: str, *, x_field: str, description: str = "") -> dict[str, Any]:
+    return {
+        "type": "barchart",
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": {**_defaults(), "color": {"mode": "palette-classic"},
+                                     "custom": {"fillOpacity": 80, "lineWidth": 1}},
+                        "overrides": []},
+        "options": {"xField": x_field, "orientation": "vertical", "showValue": "auto", "stacking": "none",
+                    "groupWidth": 0.7, "barWidth": 0.9, "legend": {"displayMode": "list", "placement": "bottom",
+                                                                   "showLegend": True},
+                    "tooltip": {"mode": "single", "sort": "none"}, "xTickLabelRotation": 0},
+        "targets": [target(sql)],
+    }
+
+
+def row(title: str) -> dict[str, Any]:
+    return {"type": "row", "title": title, "collapsed": False, "panels": []}
+
+
+def layout(rows: list[tuple[int, list[tuple[dict[str, Any], int]]]]) -> list[dict[str, Any]]:
+    """Place panels left to right, row by row: [(height, [(panel, width), ...]), ...]."""
+    panels = []
+    y = 0
+    next_id = 1
+    for height, items in rows:
+        x = 0
+        for panel, width in items:
+            if x + width > 24:
+                raise ValueError(f"row at y={y} is wider than 24: {panel['title']}")
+            panel = dict(panel)
+            panel["id"] = next_id
+            next_id += 1
+            panel["gridPos"] = {"h": height, "w": width, "x": x, "y": y}
+            panels.append(panel)
+            x += width
+        y += height
+    return panels
+
+
+def query_variable(name: str, label: str, sql: str, *, multi: bool = True, include_all: bool = True) -> dict[str, Any]:
+    current = ({"selected": True, "text": ["All"], "value": ["$__all"]} if include_all
+               else {"selected": False, "text": "", "value": ""})
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": DATASOURCE,
+        "query": sql,
+        "definition": sql,
+        "multi": multi,
+        "includeAll": include_all,
+        "current": current,
+        "options": [],
+        "refresh": 2,  # on time range change
+        "sort": 0,  # the query's own order
+        "regex": "",
+        "hide": 0,
+        "skipUrlSync": False,
+    }
+
+
+def constant_variable(name: str, value: str, description: str) -> dict[str, Any]:
+    return {"type": "constant", "name": name, "description": description, "query": value, "hide": 2,
+            "current": {"text": value, "value": value}, "options": [{"selected": True, "text": value, "value": value}],
+            "skipUrlSync": True}
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]],
+              variables: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["spanmeter"],
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": False,
+        "graphTooltip": 1,
+        "timezone": "utc",
+        "time": {"from": "now-30d", "to": "now"},
+        "timepicker": {},
+        "refresh": "5m",
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "annotations": {"list": []},
+        "links": [{"type": "dashboards", "tags": ["spanmeter"], "asDropdown": False, "includeVars": False,
+                   "keepTime": True, "title": "spanmeter", "icon": "external link", "targetBlank": False,
+                   "tooltip": "", "url": ""}],
+        "templating": {"list": variables},
+        "panels": panels,
+    }
+
+
+def filter_variables() -> list[dict[str, Any]]:
+    def values(column: str) -> str:
+        return (f"SELECT DISTINCT {column} FROM usage_daily WHERE $__dateFilter(day) AND {column} != '' "
+                f"ORDER BY {column}")
+
+    return [
+        query_variable("service", "Service", values("service_name")),
+        query_variable("team", "Team", values("team")),
+        query_variable("feature", "Feature", values("feature")),
+        query_variable("model", "Model", values("model")),
+    ]
+
+
+# --- Cost overview ---------------------------------------------------------------------------
+
+
+def cost_overview() -> dict[str, Any]:
+    hourly = f"FROM usage_hourly\nWHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}"
+
+    total_cost = stat("Total cost", f"SELECT sum(cost_usd) AS cost\n{hourly}", unit="currencyUSD", decimals=2,
+                      description="Priced spend in the period." + UNPRICED_NOTE)
+    active_users = stat("Active users", f"SELECT count() AS users\nFROM (\n    {ACTIVE_USERS}\n)",
+                        description="Users (user.id known) with at least one call in the period.")
+    cost_per_user = stat(
+        "Cost per active user",
+        f"SELECT sum(cost) / nullIf(count(), 0) AS cost_per_user\nFROM (\n    {PRICED_USERS}\n)",
+        unit="currencyUSD", decimals=4,
+        description="Priced spend of attributed users divided by the users with at least one priced call "
+                    "(calls without user.id excluded).",
+    )
+    requests = stat("Requests", f"SELECT sum(requests) AS calls\n{hourly}",
+                    description="Provider calls (each counted once: the leaf span), net of corrections.")
+    tokens = stat(
+        "Tokens",
+        f"SELECT sum(input_tokens) AS input, sum(cache_read_tokens) AS cached_input, sum(output_tokens) AS output\n{hourly}",
+        unit="short",
+        description="Input includes cached input (cache reads and writes); output includes reasoning.",
+    )
+    unpriced = stat(
+        "Unpriced usage",
+        f"SELECT sum(unpriced_requests) AS calls_unpriced, sum(unpriced_tokens) AS tokens_unpriced\n{hourly}",
+        red_above_zero=True,
+        description="Calls that could not be priced (unknown model, missing usage): their cost is unknown, not $0. "
+                    "Add a price and reprice; the table below names the models.",
+    )
+
+    month = stat(
+        "Month to date and forecast",
+        f"""WITH
+    toTimeZone($__toTime, 'UTC') AS period_end,
+    toDateTime(toStartOfMonth(period_end), 'UTC') AS month_start,
+    month_start + INTERVAL 1 MONTH AS month_end,
+    dateDiff('second', period_end, month_end) AS remaining_s
+SELECT
+    sumIf(cost_usd, hour >= month_start) AS month_to_date,
+    sumIf(cost_usd, hour > period_end - INTERVAL 7 DAY) AS last_7_days,
+    last_7_days * remaining_s / 604800 AS rest_of_month,
+    month_to_date + rest_of_month AS forecast_month_end,
+    sumIf(unpriced_requests, hour >= month_start) AS month_calls_unpriced
+FROM usage_hourly
+WHERE hour >= least(month_start, period_end - INTERVAL 7 DAY) AND hour <= period_end AND {ROLLUP_FILTERS}""",
+        unit="currencyUSD", decimals=2,
+        overrides=[override("month_calls_unpriced", unit="short", decimals=0)],
+        description="Calendar month (UTC) of the time picker's end. Forecast = month to date + the last 7 days' "
+                    "spend rate x the time left in the month." + UNPRICED_NOTE,
+    )
+    cached = stat(
+        "Cached input",
+        f"""SELECT
+    sum(cache_read_tokens) AS cached_input,
+    sum(cache_read_tokens) / nullIf(sum(input_tokens), 0) AS cached_share
+{hourly}""",
+        unit="short",
+        overrides=[override("cached_share", unit="percentunit", decimals=1)],
+        description="Input tokens served from the provider's prompt cache (billed at the cache-read rate). "
+                    "Dollar savings need per-model prices in ClickHouse; the table below shows them by model.",
+    )
+
+    def over_time(column: str, label: str) -> dict[str, Any]:
+        return timeseries(
+            f"Cost by {label}",
+            f"""SELECT
+    $__timeInterval(hour) AS time,
+    if({column} = '', '(none)', {column}) AS series,
+    sum(cost_usd) AS cost
+{hourly}
+GROUP BY time, series
+HAVING sum(requests) != sum(unpriced_requests)
+ORDER BY time, series""",
+            unit="currencyUSD",
+            description=f"Priced spend per {label} over time." + UNPRICED_NOTE,
+        )
+
+    distribution = stat(
+        "Cost distribution across users",
+        f"""SELECT
+    quantileExactInclusive(0.5)(toFloat64(cost)) AS p50,
+    quantileExactInclusive(0.9)(toFloat64(cost)) AS p90,
+    quantileExactInclusive(0.99)(toFloat64(cost)) AS p99,
+    max(cost) AS top_user,
+    toFloat64(arraySum(arraySlice(arrayReverseSort(groupArray(cost)), 1, intDiv(count() + 99, 100))))
+        / toFloat64(nullIf(sum(cost), 0)) AS top_1pct_share,
+    toFloat64(arraySum(arraySlice(arrayReverseSort(groupArray(cost)), 1, intDiv(count() + 9, 10))))
+        / toFloat64(nullIf(sum(cost), 0)) AS top_10pct_share
+FROM (
+    {PRICED_USERS}
+)""",
+        unit="currencyUSD", decimals=2,
+        overrides=[override("top_1pct_share", unit="percentunit", decimals=1),
+                   override("top_10pct_share", unit="percentunit", decimals=1)],
+        description="Per-user spend in the period: percentiles (linear interpolation) and the share of attributed "
+                    "spend that the top 1% and 10% of active users (rounded up, at least one) account for.",
+    )
+    bands = barchart(
+        "Users by spend band (USD)",
+        f"""SELECT
+    multiIf(cost < 0.01, '< 0.01', cost < 0.1, '0.01-0.10', cost < 1, '0.10-1', cost < 10, '1-10',
+            cost < 100, '10-100', '>= 100') AS band,
+    count() AS users
+FROM (
+    {PRICED_USERS}
+)
+GROUP BY band
+ORDER BY min(cost)""",
+        x_field="band",
+        description="How many active users spent how much in the period (priced spend, USD).",
+    )
+    heavy = table(
+        "Heavy users",
+        f"""SELECT
+    user_id AS user,
+    sumIf(requests, hour >= $__fromTime) AS calls,
+    sumIf(unpriced_requests, hour >= $__fromTime) AS calls_unpriced,
+    if(calls = calls_unpriced, NULL, sumIf(cost_usd, hour >= $__fromTime)) AS cost,
+    toFloat64(cost) / toFloat64(nullIf((
+        SELECT sum(cost_usd) FROM usage_hourly WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}
+    ), 0)) AS share,
+    sumIf(input_tokens + output_tokens, hour >= $__fromTime) AS tokens,
+    sumIf(cost_usd, hour < $__fromTime) AS previous_cost,
+    if(previous_cost > 0 AND cost IS NOT NULL, toFloat64(cost - previous_cost) / toFloat64(previous_cost), NULL) AS trend
+FROM usage_hourly
+WHERE hour >= $__fromTime - toIntervalSecond(dateDiff('second', $__fromTime, $__toTime)) AND hour <= $__toTime
+    AND {ROLLUP_FILTERS} AND user_id != ''
+GROUP BY user_id
+HAVING calls != 0
+ORDER BY cost DESC NULLS LAST, user ASC
+LIMIT 25""",
+        description="Top 25 users by priced spend in the period. Share: of all priced spend in the period. "
+                    "Trend: change against the previous period of the same length (empty when it had no spend). "
+                    "Click a user for the user detail dashboard.",
+        overrides=[
+            override("user", links=[{"title": "User detail", "url": "/d/spanmeter-user-detail/user-detail?"
+                                      "var-user=${__value.raw:percentencode}&${__url_time_range}"}]),
+            override("cost", unit="currencyUSD", decimals=2, mappings=unpriced_mapping()),
+            override("previous_cost", unit="currencyUSD", decimals=2),
+            override("share", unit="percentunit", decimals=1),
+            override("trend", unit="percentunit", decimals=0),
+        ],
+    )
+    unpriced_table = table(
+        "Unpriced usage by model",
+        f"""SELECT
+    provider,
+    {EVENT_MODEL} AS model_name,
+    pricing_status AS reason,
+    sum(sign) AS calls,
+    sum(toInt64(input_tokens) * sign) AS input,
+    sum(toInt64(output_tokens) * sign) AS output,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen
+FROM usage_events
+WHERE $__timeFilter_ms(event_time) AND cost_usd IS NULL AND {EVENT_FILTERS}
+GROUP BY provider, model_name, reason
+HAVING calls != 0
+ORDER BY calls DESC, model_name ASC""",
+        description="What an operator must add a price for: calls stored with cost NULL, by model and reason.",
+    )
+    cached_table = table(
+        "Cached input by model",
+        f"""SELECT
+    model AS model_name,
+    sum(input_tokens) AS input,
+    sum(cache_read_tokens) AS cached_input,
+    sum(cache_write_tokens) AS cache_writes,
+    sum(cache_read_tokens) / nullIf(sum(input_tokens), 0) AS cached_share
+{hourly}
+GROUP BY model_name
+HAVING input != 0
+ORDER BY cached_input DESC, model_name ASC""",
+        description="Prompt-cache use per model. Savings in dollars = cached input x (input rate - cache-read "
+                    "rate): needs the price table in ClickHouse.",
+        overrides=[override("cached_share", unit="percentunit", decimals=1)],
+    )
+
+    panels = layout([
+        (1, [(row("Spend in the period"), 24)]),
+        (4, [(total_cost, 4), (active_users, 4), (cost_per_user, 4), (requests, 4), (tokens, 4), (unpriced, 4)]),
+        (5, [(month, 14), (cached, 10)]),
+        (1, [(row("Where the money goes"), 24)]),
+        (8, [(over_time("model", "model"), 12), (over_time("feature", "feature"), 12)]),
+        (8, [(over_time("service_name", "service"), 12), (over_time("team", "team"), 12)]),
+        (1, [(row("Who spends it"), 24)]),
+        (6, [(distribution, 14), (bands, 10)]),
+        (11, [(heavy, 24)]),
+        (1, [(row("Unpriced and cached"), 24)]),
+        (8, [(unpriced_table, 14), (cached_table, 10)]),
+    ])
+    return dashboard(
+        "spanmeter-cost-overview", "spanmeter: cost overview",
+        "LLM spend from spanmeter's rollups: totals, where it goes, who spends it, where it is heading.",
+        panels, filter_variables(),
+    )
+
+
+# --- User detail -----------------------------------------------------------------------------
+
+TRACE_SQL = """SELECT
+    TraceId AS traceID,
+    SpanId AS spanID,
+    ParentSpanId AS parentSpanID,
+    ServiceName AS serviceName,
+    SpanName AS operationName,
+    multiply(toUnixTimestamp64Nano(Timestamp), 0.000001) AS startTime,
+    multiply(Duration, 0.000001) AS duration,
+    arrayMap(key -> map('key', key, 'value', SpanAttributes[key]), mapKeys(SpanAttributes)) AS tags,
+    arrayMap(key -> map('key', key, 'value', ResourceAttributes[key]), mapKeys(ResourceAttributes)) AS serviceTags
+FROM ${traces_table}
+WHERE TraceId = '${__value.raw}'
+ORDER BY startTime ASC
+LIMIT 1000"""
+
+
+def trace_link() -> dict[str, Any]:
+    """A data link from a call's trace id to the trace view (Explore, the plugin's trace format)."""
+    return {
+        "title": "Open trace",
+        "url": "",
+        "internal": {
+            "datasourceUid": DATASOURCE_UID,
+            "datasourceName": DATASOURCE_NAME,
+            "query": {**target(TRACE_SQL, TRACES), "refId": "traces"},
+        },
+    }
+
+
+def user_detail() -> dict[str, Any]:
+    hourly = f"FROM usage_hourly\nWHERE $__timeFilter(hour) AND {USER}"
+    events = f"FROM usage_events\nWHERE $__timeFilter_ms(event_time) AND {USER}"
+
+    cost = stat("Cost", f"SELECT sum(cost_usd) AS cost\n{hourly}", unit="currencyUSD", decimals=2,
+                description="Priced spend of this user in the period." + UNPRICED_NOTE)
+    share = stat(
+        "Share of all spend",
+        f"""SELECT
+    sumIf(cost_usd, {USER}) / nullIf(sum(cost_usd), 0) AS share
+FROM usage_hourly
+WHERE $__timeFilter(hour)""",
+        unit="percentunit", decimals=2, description="This user's part of all priced spend in the period.",
+    )
+    calls = stat("Requests", f"SELECT sum(requests) AS calls\n{hourly}")
+    tokens = stat(
+        "Tokens",
+        f"SELECT sum(input_tokens) AS input, sum(cache_read_tokens) AS cached_input, sum(output_tokens) AS output\n{hourly}",
+        unit="short",
+    )
+    unpriced = stat("Unpriced calls", f"SELECT sum(unpriced_requests) AS calls_unpriced\n{hourly}", red_above_zero=True,
+                    description="Calls of this user that could not be priced: cost unknown, not $0.")
+    sessions_count = stat(
+        "Session count",
+        f"""SELECT count() AS sessions
+FROM (
+    SELECT session_id
+    FROM usage_events
+    WHERE $__timeFilter_ms(event_time) AND {USER} AND session_id != ''
+    GROUP BY session_id
+    HAVING sum(sign) > 0
+)""",
+        description="Distinct session.id values the application sent with this user's calls.",
+    )
+    over_time = timeseries(
+        "Cost over time by model",
+        f"""SELECT
+    $__timeInterval(hour) AS time,
+    if(model = '', '(none)', model) AS series,
+    sum(cost_usd) AS cost
+{hourly}
+GROUP BY time, series
+HAVING sum(requests) != sum(unpriced_requests)
+ORDER BY time, series""",
+        unit="currencyUSD", description="Priced spend of this user per model." + UNPRICED_NOTE,
+    )
+    by_model = table(
+        "By model",
+        f"""SELECT
+    provider,
+    model AS model_name,
+    sum(requests) AS calls,
+    sum(input_tokens) AS input,
+    sum(cache_read_tokens) AS cached_input,
+    sum(output_tokens) AS output,
+    {GROUP_COST} AS cost,
+    sum(unpriced_requests) AS calls_unpriced
+{hourly}
+GROUP BY provider, model_name
+HAVING calls != 0
+ORDER BY cost DESC, model_name ASC""",
+        overrides=[override("cost", unit="currencyUSD", decimals=4, mappings=unpriced_mapping())],
+    )
+    by_feature = table(
+        "By feature",
+        f"""SELECT
+    if(feature = '', '(none)', feature) AS feature_name,
+    sum(requests) AS calls,
+    sum(input_tokens) + sum(output_tokens) AS tokens,
+    {GROUP_COST} AS cost,
+    sum(unpriced_requests) AS calls_unpriced
+{hourly}
+GROUP BY feature_name
+HAVING calls != 0
+ORDER BY cost DESC, feature_name ASC""",
+        overrides=[override("cost", unit="currencyUSD", decimals=4, mappings=unpriced_mapping())],
+    )
+    sessions = table(
+        "Sessions",
+        f"""SELECT
+    if(session_id = '', '(no session)', session_id) AS session,
+    min(event_time) AS started,
+    max(event_time) AS last_call,
+    sum(sign) AS calls,
+    sum(toInt64(input_tokens) * sign) AS input,
+    sum(toInt64(output_tokens) * sign) AS output,
+    sumIf(sign, cost_usd IS NULL) AS calls_unpriced,
+    if(calls = calls_unpriced, NULL, sumIf(cost_usd * sign, cost_usd IS NOT NULL)) AS cost
+{events}
+GROUP BY session_id
+HAVING calls != 0
+ORDER BY started DESC, session ASC
+LIMIT 100""",
+        description="The user's sessions (session.id from the application) with their calls and priced cost.",
+        overrides=[override("cost", unit="currencyUSD", decimals=4, mappings=unpriced_mapping())],
+    )
+    recent = table(
+        "Calls",
+        f"""SELECT
+    min(event_time) AS time,
+    lower(hex(trace_id)) AS trace,
+    any(session_id) AS session,
+    any({EVENT_MODEL}) AS model_name,
+    any(feature) AS feature_name,
+    sum(toInt64(input_tokens) * sign) AS input,
+    sum(toInt64(cache_read_tokens) * sign) AS cached_input,
+    sum(toInt64(output_tokens) * sign) AS output,
+    if(sumIf(sign, cost_usd IS NULL) > 0, NULL, sumIf(cost_usd * sign, cost_usd IS NOT NULL)) AS cost,
+    if(sumIf(sign, cost_usd IS NULL) > 0, anyIf(pricing_status, cost_usd IS NULL AND sign > 0), 'priced') AS pricing
+{events}
+GROUP BY trace_id, span_id
+HAVING sum(sign) > 0
+ORDER BY time DESC, trace ASC
+LIMIT 200""",
+        description="The user's latest calls, one row per call net of corrections (a repriced call shows its "
+                    "current cost). Click a trace id to open the trace.",
+        overrides=[
+            override("trace", links=[trace_link()]),
+            override("cost", unit="currencyUSD", decimals=6, mappings=unpriced_mapping()),
+        ],
+    )
+
+    panels = layout([
+        (4, [(cost, 4), (share, 4), (calls, 4), (tokens, 4), (unpriced, 4), (sessions_count, 4)]),
+        (8, [(over_time, 24)]),
+        (7, [(by_model, 12), (by_feature, 12)]),
+        (9, [(sessions, 24)]),
+        (11, [(recent, 24)]),
+    ])
+    variables = [
+        query_variable(
+            "user", "User",
+            "SELECT user_id FROM usage_daily WHERE $__dateFilter(day) AND user_id != '' "
+            "GROUP BY user_id ORDER BY sum(cost_usd) DESC, user_id ASC LIMIT 1000",
+            multi=False, include_all=False,
+        ),
+        constant_variable("traces_table", "otel.otel_traces",
+                          "Where the collector's ClickHouse exporter writes traces (the trace links read it)."),
+    ]
+    return dashboard("spanmeter-user-detail", "spanmeter: user detail",
+                     "One user's spend: over time, by model and feature, sessions, and each call with its trace.",
+                     panels, variables)
+
+
+DASHBOARDS = {
+    "cost-overview.json": cost_overview,
+    "user-detail.json": user_detail,
+}
+
+
+def render(build) -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a committed dashboard differs from the builder")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in DASHBOARDS.items():
+        text = render(build)
+        path = OUT / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            OUT.mkdir(exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("stale dashboards (run python grafana/build_dashboards.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
