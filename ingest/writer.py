@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from .config import Settings
 from .errors import Overloaded, StoreUnavailable
+from .lineage import Lineage
 from .metrics import Metrics
 from .records import UsageRecord
 from .store import Store
@@ -85,6 +86,8 @@ class Writer:
         self._covered = _Bounded(settings.dedupe_keys)
         self._rows = _Bounded(_CANCELLABLE_ROWS)  # key -> counted record
         self._covered_now: set[bytes] = set()
+        # Attribution lent by spans that arrive after the rows they attribute (see lineage.py).
+        self._lineage = Lineage()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class Writer:
             self.store.insert_usage(rows)
             self.metrics.insert_seconds.observe(time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about any failure
+            self._lineage.failed()
             for submission in batch:
                 for record in submission.records:
                     self._uncertain.add(record.trace_id + record.span_id)
@@ -202,9 +206,14 @@ class Writer:
         covered_now: set[bytes] = set()
         cancelled: list[bytes] = []
         dropped: set[bytes] = set()
+        self._lineage.begin()
+        fresh: dict[bytes, UsageRecord] = {}  # rows of this batch, not inserted yet
         for submission in batch:
             outcome = Outcome()
             newly_covered: list[bytes] = []
+            # Rows stored earlier that this export's spans lend a user (or more) to: -1/+1 pairs.
+            rows.extend(self._lineage.arrive(submission.links, submission.records, fresh, self._rows.get,
+                                             cancelled))
             for record in submission.records:
                 key = record.trace_id + record.span_id
                 if key in seen or key in self._stored or key in in_table:
@@ -218,13 +227,15 @@ class Writer:
                     newly_covered.append(key)
                     continue
                 rows.append(record)
+                fresh[key] = record
+                self._lineage.attribute(record)
                 outcome.stored += 1
                 newly_covered.append(key)
                 if parent in seen and parent not in covered_now:
                     # Its parent was counted earlier in this very batch: drop that row.
                     dropped.add(parent)
                 elif parent:
-                    earlier = self._rows.get(parent)
+                    earlier = self._lineage.latest(parent) or self._rows.get(parent)
                     if earlier is not None and parent not in cancelled:
                         # The parent was counted before its deeper leaf arrived: take it back out.
                         rows.append(replace(earlier, sign=-1))

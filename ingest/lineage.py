@@ -1,0 +1,156 @@
+"""Attribution across exports: the writer's memory of which span lends which user to which row.
+
+Within one export the normalize stage fills a counted row's missing attribution (user, session,
+feature, ...) from its ancestors. But a parent usually ends, and so is exported, after its
+children: the span that names the user (an HTTP handler, a workflow span, a framework span)
+often arrives in a later export than the counted leaf. The writer keeps a `Lineage`:
+
+- every span seen lately, counted or not, with its parent and the attribution it lends
+  (`normalize.Link.attribution` for spans not counted, the record's own for counted ones);
+- every counted row still lacking attribution, waiting on its nearest ancestor not seen yet.
+
+When that ancestor arrives, the waiting row is completed (nearest ancestor first, walking the
+remembered parents up). A row still in the batch being selected is completed in place; a row
+already stored is corrected in the same group commit as the ancestor's request: a cancelling
+copy (sign -1) and the completed row (sign +1). Every rollup multiplies by sign, so totals move
+from "no user" to the user exactly and the first figure stays visible. Attribution is only ever
+completed, never rewritten: a field once set stays.
+
+Why a correction and not a delay (holding attribution-less rows a few seconds for the ancestor):
+a request is acknowledged only after its rows are committed, and an SDK's BatchSpanProcessor
+sends one export at a time. The ancestor typically sits in the *next* export of the same
+exporter, queued behind the very request being held, so holding would stall that exporter for
+the whole delay on most traces (and acknowledging early instead would lose rows on a crash).
+A correction costs two extra rows only for traces that need one and never delays an ack.
+
+Limits: memory is bounded (`limit` spans and waiting ancestors, oldest forgotten first) and
+lives in one writer process, like the leaf rule's; an ancestor that arrives after it was
+forgotten, or after a restart, is not applied. Only the writer thread touches it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from .records import Attribution, UsageRecord
+
+_LIMIT = 200_000
+_MAX_DEPTH = 64  # ancestor walk bound: guards against cyclic parent links in hostile input
+_FIELDS = Attribution.__slots__
+
+
+class _Bounded(OrderedDict):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+def _lends(attribution: Attribution | None) -> bool:
+    return attribution is not None and any(getattr(attribution, name) for name in _FIELDS)
+
+
+class Lineage:
+    def __init__(self, limit: int = _LIMIT) -> None:
+        self._spans = _Bounded(limit)  # key -> (parent key or b"", attribution lent or None)
+        self._waiting = _Bounded(limit)  # key of an ancestor not seen yet -> [row keys]
+        self._latest: dict[bytes, UsageRecord] = {}  # rows corrected in the batch being selected
+        self._consumed: list[tuple[bytes, list[bytes]]] = []
+
+    # --- one batch ------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """A new batch is being selected."""
+        self._latest = {}
+        self._consumed = []
+
+    def failed(self) -> None:
+        """The batch's insert failed: rows that stopped waiting in it wait again for the retry."""
+        for ancestor, keys in self._consumed:
+            self._waiting.put(ancestor, keys + [k for k in self._waiting.get(ancestor, ()) if k not in keys])
+        self._consumed = []
+        self._latest = {}
+
+    def latest(self, key: bytes) -> UsageRecord | None:
+        """The version of a stored row corrected in this batch, if any (a cancel must copy it)."""
+        return self._latest.get(key)
+
+    # --- spans arriving -------------------------------------------------------------------------
+
+    def arrive(
+        self,
+        links: Iterable[tuple[bytes, bytes]],
+        records: Iterable[UsageRecord],
+        fresh: dict[bytes, UsageRecord],
+        stored: Callable[[bytes], UsageRecord | None],
+        cancelled: Iterable[bytes] = (),
+    ) -> list[UsageRecord]:
+        """Remember one export's spans and complete the rows that were waiting on them.
+
+        `fresh` holds this batch's rows not inserted yet (completed in place); `stored(key)` gives
+        a stored row's current version. Returns the correction rows to insert (-1 and +1 pairs).
+        """
+        arrived: list[bytes] = []
+        for link in links:
+            key, parent = link[0], link[1]
+            lent = getattr(link, "attribution", None)
+            self._spans.put(key, (parent, lent if _lends(lent) else None))
+            arrived.append(key)
+        for record in records:
+            key = record.trace_id + record.span_id
+            parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
+            self._spans.put(key, (parent, record.attribution if _lends(record.attribution) else None))
+            arrived.append(key)
+        corrections: list[UsageRecord] = []
+        gone = set(cancelled)
+        for ancestor in arrived:
+            waiting = self._waiting.pop(ancestor, None)
+            if not waiting:
+                continue
+            self._consumed.append((ancestor, waiting))
+            for key in waiting:
+                if key in fresh:
+                    self._fill(key, fresh[key].attribution, ancestor)
+                    continue
+                current = self._latest.get(key) or stored(key)
+                if current is None or key in gone:
+                    continue  # taken out by the leaf rule, or forgotten
+                attribution = replace(current.attribution)
+                if self._fill(key, attribution, ancestor):
+                    completed = replace(current, attribution=attribution, sign=1)
+                    corrections += [replace(current, sign=-1), completed]
+                    self._latest[key] = completed
+        return corrections
+
+    def attribute(self, record: UsageRecord) -> None:
+        """A row just counted: complete it from remembered ancestors, or let it wait for them."""
+        key = record.trace_id + record.span_id
+        parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
+        self._fill(key, record.attribution, parent)
+
+    def _fill(self, key: bytes, attribution: Attribution, start: bytes) -> bool:
+        """Fill `attribution` from `start` up, nearest first; wait on the first ancestor not seen.
+        Returns whether any field was filled."""
+        before = [getattr(attribution, name) for name in _FIELDS]
+        ancestor = start
+        for _ in range(_MAX_DEPTH):
+            if not ancestor or attribution.complete():
+                break
+            entry = self._spans.get(ancestor)
+            if entry is None:
+                waiting = self._waiting.get(ancestor)
+                if waiting is None:
+                    self._waiting.put(ancestor, [key])
+                elif key not in waiting:
+                    waiting.append(key)
+                break
+            ancestor, lent = entry
+            if lent is not None:
+                attribution.fill_from(lent)
+        return before != [getattr(attribution, name) for name in _FIELDS]
