@@ -62,11 +62,11 @@ class Call:
         "collected_size",
         "encoding",
         "sse",
-        "last_ns",
         "response_hook",
+        "choices",
     )
 
-    def __init__(self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None) -> None:
+    def __init__(self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None, choices: int = 1) -> None:
         self.span = span
         self.shape = shape
         self.request = request
@@ -81,8 +81,8 @@ class Call:
         self.collected_size = 0
         self.encoding = ""
         self.sse = False
-        self.last_ns = 0
         self.response_hook = response_hook
+        self.choices = choices
 
     # --- request phase ------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ class Call:
             if already_read:
                 self._parse_whole(response.content, decoded=True)
                 return False
-            self.state = P.new_stream_state(self.shape, self.strip)
+            self.state = P.new_stream_state(self.shape, self.strip, self.choices)
             if self.sse and not self.encoding:
                 self.parser = SSEParser(self.state.on_event)
                 self.mode = 2 if self.strip else 1
@@ -175,28 +175,24 @@ class Call:
     # to hand to the application (the chunk itself, except when stripping the usage chunk).
 
     def feed(self, chunk: bytes) -> bytes:
-        mode = self.mode
-        self.last_ns = time.time_ns()
-        try:
-            if mode == 1:
-                self.parser.feed(chunk)  # type: ignore[union-attr]
-            elif mode == 2:
-                return self._feed_strip(chunk)
-            elif mode == 3:
-                if self.collected_size < _MAX_COLLECT:
-                    self.collected.append(chunk)
-                    self.collected_size += len(chunk)
-        except Exception:
-            _log.debug("spanmeter: stopped parsing a response stream", exc_info=True)
-            return self._give_up(chunk)
+        """Modes 2 and 3 (mode 1 feeds the parser directly, see `_stream`)."""
+        if self.mode == 2:
+            return self._feed_strip(chunk)
+        if self.mode == 3 and self.collected_size < _MAX_COLLECT:
+            self.collected.append(chunk)
+            self.collected_size += len(chunk)
         return chunk
 
     def _feed_strip(self, chunk: bytes) -> bytes:
         # Hand the app whole events only (a partial event is useless to an SSE reader anyway), so
         # that the injected usage event can be cut out before the app sees any of its bytes.
-        buf = self.pending + chunk if self.pending else chunk
-        self.pending = b""
+        if self.pending:
+            buf, self.pending = self.pending + chunk, b""
+        else:
+            buf = chunk
         try:
+            if buf.endswith(b"\n\n"):
+                return self._emit(buf)  # the usual chunk: whole events
             end = -1
             for sep in _BOUNDARIES:
                 at = buf.rfind(sep)
@@ -210,22 +206,18 @@ class Call:
             self.pending = buf[end:]
             return self._emit(buf[:end])
         except Exception:
-            _log.debug("spanmeter: stopped parsing a response stream", exc_info=True)
-            self.pending = b""  # all of `buf` is owed to the app, whatever was split off
-            return self._give_up(buf)
+            return self.give_up(buf)  # every byte of buf is owed to the app, pending included
 
     def _emit(self, complete: bytes) -> bytes:
-        match = _USAGE_OBJECT.search(complete)
         self.parser.feed(complete)  # type: ignore[union-attr]
-        if match is None or not self.state.drop:
+        if not self.state.drop:
             return complete
         self.state.drop = False
-        start, end = _event_span(complete, match.start())
-        return complete[:start] + complete[end:]
+        return _cut_usage_event(complete)
 
-    def _give_up(self, owed: bytes) -> bytes:
+    def give_up(self, owed: bytes = b"") -> bytes:
         """Our parsing failed: stop parsing, hand over what is owed to the app, end as missing."""
-        owed = owed + self.pending if self.pending else owed
+        _log.debug("spanmeter: stopped parsing a response stream", exc_info=True)
         self.pending = b""
         self.mode = 0
         self._end_quietly(sc.USAGE_MISSING)
@@ -237,13 +229,11 @@ class Call:
             return b""
         rest, self.pending = self.pending, b""
         try:
-            match = _USAGE_OBJECT.search(rest)
             self.parser.feed(rest)  # type: ignore[union-attr]
             self.parser.close()  # type: ignore[union-attr]
-            if match is not None and self.state.drop:
+            if self.state.drop:
                 self.state.drop = False
-                start, end = _event_span(rest, match.start())
-                return rest[:start] + rest[end:]
+                return _cut_usage_event(rest)
         except Exception:
             _log.debug("spanmeter: could not parse the end of a stream", exc_info=True)
         return rest
@@ -302,6 +292,16 @@ def _status(reported: bool, final: bool, complete: bool) -> str:
     if complete and not reported:
         return sc.USAGE_MISSING
     return sc.USAGE_INCOMPLETE
+
+
+def _cut_usage_event(buf: bytes) -> bytes:
+    """`buf` without the SSE event that carries usage and `choices: []` (the injected one)."""
+    for match in _USAGE_OBJECT.finditer(buf):
+        start, end = _event_span(buf, match.start())
+        event = buf[start:end]
+        if b'"choices":[]' in event or b'"choices": []' in event:
+            return buf[:start] + buf[end:]
+    return buf
 
 
 def _event_span(buf: bytes, pos: int) -> tuple[int, int]:

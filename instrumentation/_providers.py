@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,7 @@ class RequestFields:
     user: str | None = None  # OpenAI `user` / `safety_identifier`, Anthropic `metadata.user_id`
     conversation: str | None = None  # Responses API `conversation`
     service_tier: str | None = None
+    choices: int = 1  # OpenAI `n`
     obj: dict[str, Any] | None = None  # the parsed body, when it was parsed whole
 
 
@@ -183,6 +185,9 @@ def _fields_from_obj(obj: dict[str, Any]) -> RequestFields:
         conv = conv.get("id")
     f.conversation = _str(conv)
     f.service_tier = _str(obj.get("service_tier"))
+    n = obj.get("n")
+    if type(n) is int and n > 1:
+        f.choices = n
     return f
 
 
@@ -398,55 +403,67 @@ def _responses_object(obj: dict[str, Any], out: dict[str, Any]) -> bool:
 
 
 class ChatStream:
-    """OpenAI chat/legacy completions: id/model in every chunk, usage in a `choices: []` chunk."""
+    """OpenAI chat/legacy completions: id/model in every chunk, usage in a `choices: []` chunk.
 
-    __slots__ = ("first", "finishes", "usage", "terminal", "final", "strip", "drop")
+    Per chunk this only keeps references: the first event (id, model) and the last few (the
+    finishing chunk, the usage chunk, `[DONE]`), parsed once at the end. With several choices
+    (`n` > 1) a choice may finish long before the end, so finishing chunks are also picked up
+    as they pass. When spanmeter injected include_usage (`strip`), the usage chunk is spotted as
+    it passes so that `_call` can cut it out of what the app reads.
+    """
 
-    def __init__(self, strip: bool = False) -> None:
+    __slots__ = ("first", "recent", "finishes", "final", "strip", "drop", "many")
+
+    def __init__(self, strip: bool = False, choices: int = 1) -> None:
         self.first: bytes | None = None
+        self.recent: deque[bytes] = deque(maxlen=4)
         self.finishes: list[bytes] = []
-        self.usage: dict[str, Any] | None = None
-        self.terminal = False
         self.final = False
-        # When spanmeter added include_usage itself, the usage chunk is hidden from the app.
         self.strip = strip
         self.drop = False
+        self.many = choices > 1
+
+    @property
+    def terminal(self) -> bool:
+        return bool(self.recent) and self.recent[-1] == b"[DONE]"
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
-        if data == b"[DONE]":
-            self.terminal = True
-            return
         if self.first is None:
             self.first = data
-        if b'"finish_reason":"' in data or b'"finish_reason": "' in data:
+        self.recent.append(data)
+        if self.many and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
             self.finishes.append(data)
-        if b'"usage":{' in data or b'"usage": {' in data:
+        if self.strip and (b'"choices":[]' in data or b'"choices": []' in data):
             obj = json.loads(data)
-            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-                self.usage = obj
-                self.final = True
-                if self.strip and obj.get("choices") == []:
-                    self.drop = True
+            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and obj.get("choices") == []:
+                self.drop = True
 
     def finish(self, out: dict[str, Any]) -> bool:
-        if self.first is not None:
+        if self.first is not None and self.first != b"[DONE]":
             obj = json.loads(self.first)
             if isinstance(obj, dict):
                 _common(obj, out)
                 _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
         reasons: dict[int, str] = {}
-        for data in self.finishes:
+        usage: Any = None
+        seen = set(map(id, self.finishes))
+        for data in [*self.finishes, *(d for d in self.recent if id(d) not in seen)]:
+            if data == b"[DONE]" or (b'"finish_reason"' not in data and b'"usage"' not in data):
+                continue
             obj = json.loads(data)
-            choices = obj.get("choices") if isinstance(obj, dict) else None
+            if not isinstance(obj, dict):
+                continue
+            choices = obj.get("choices")
             for choice in choices if isinstance(choices, list) else ():
                 if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
                     index = choice.get("index")
                     reasons[index if type(index) is int else len(reasons)] = choice["finish_reason"]
+            if isinstance(obj.get("usage"), dict):
+                usage = obj["usage"]
         if reasons:
             out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
-        if self.usage is not None:
-            return openai_usage(self.usage["usage"], out)
-        return False
+        self.final = openai_usage(usage, out)
+        return self.final
 
 
 class ResponsesStream:
@@ -552,14 +569,17 @@ class AnthropicStream:
 
 
 class GeminiStream:
-    """Gemini: every chunk carries cumulative usageMetadata (last wins); finishReason ends it."""
+    """Gemini: every chunk carries cumulative usageMetadata (last wins); finishReason ends it.
 
-    __slots__ = ("last_usage", "last_finish", "first", "terminal", "final", "_objs")
+    Per chunk this only keeps references to the first and the last two events; the usage of the
+    chunk with finishReason (or a later one) is final.
+    """
+
+    __slots__ = ("first", "recent", "terminal", "final", "_objs")
 
     def __init__(self) -> None:
         self.first: bytes | None = None
-        self.last_usage: bytes | None = None
-        self.last_finish: bytes | None = None
+        self.recent: deque[bytes] = deque(maxlen=2)
         self.terminal = False
         self.final = False
         self._objs: list[dict[str, Any]] = []  # chunks already parsed (whole-body JSON arrays)
@@ -567,33 +587,28 @@ class GeminiStream:
     def on_event(self, event: bytes | None, data: bytes) -> None:
         if self.first is None:
             self.first = data
-        if b'"finishReason"' in data:
-            self.last_finish = data
-            self.terminal = True
-        if b'"usageMetadata"' in data:
-            # Cumulative: only the usage of the chunk that finishes (or a later one) is final.
-            self.last_usage = data
-            self.final = self.terminal
+        self.recent.append(data)
 
     def on_object(self, obj: dict[str, Any]) -> None:
         self._objs.append(obj)
-        cands = obj.get("candidates")
-        if isinstance(cands, list) and any(isinstance(c, dict) and "finishReason" in c for c in cands):
-            self.terminal = True
-        if "usageMetadata" in obj:
-            self.final = self.terminal
 
     def finish(self, out: dict[str, Any]) -> bool:
-        objs = self._objs or [json.loads(d) for d in (self.first, self.last_finish, self.last_usage) if d]
-        objs = [o for o in objs if isinstance(o, dict)]
+        objs = self._objs
+        if not objs:
+            first = [self.first] if self.first is not None and self.first not in self.recent else []
+            objs = [json.loads(d) for d in (*first, *self.recent)]
         reported = False
         for obj in objs:
+            if not isinstance(obj, dict):
+                continue
             _common(obj, out, id_key="responseId", model_key="modelVersion")
             reasons = _choice_finish_reasons(obj.get("candidates"), key="finishReason")
             if reasons:
                 out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+                self.terminal = True
             if "usageMetadata" in obj:
                 reported = gemini_usage(obj["usageMetadata"], out) or reported
+                self.final = self.terminal
         return reported
 
 
@@ -613,9 +628,9 @@ class NoStream:
         return False
 
 
-def new_stream_state(shape: str, strip: bool = False) -> Any:
+def new_stream_state(shape: str, strip: bool = False, choices: int = 1) -> Any:
     if shape == CHAT_COMPLETIONS or shape == COMPLETIONS:
-        return ChatStream(strip)
+        return ChatStream(strip, choices)
     if shape == RESPONSES:
         return ResponsesStream()
     if shape == ANTHROPIC_MESSAGES:

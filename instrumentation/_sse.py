@@ -33,6 +33,23 @@ class SSEParser:
         self._data: bytes | None = None
 
     def feed(self, chunk: bytes) -> None:
+        if not self._tail and self._data is None and chunk.endswith(b"\n\n"):
+            # Fast paths for the usual chunk, one whole event with LF endings:
+            # `data: ...\n\n` (OpenAI, Gemini) or `event: ...\ndata: ...\n\n` (Anthropic, Responses).
+            lines = chunk.split(_LF)
+            n = len(lines)
+            if n == 3:
+                line = lines[0]
+                if line.startswith(b"data:") and not line.endswith(_CR):
+                    event, self._event = self._event, None
+                    self._on_event(event, line[6:] if line[5:6] == b" " else line[5:])
+                    return
+            elif n == 4:
+                name, line = lines[0], lines[1]
+                if name.startswith(b"event:") and line.startswith(b"data:") and not line.endswith(_CR) and not name.endswith(_CR):
+                    self._event = None
+                    self._on_event(name[7:] if name[6:7] == b" " else name[6:], line[6:] if line[5:6] == b" " else line[5:])
+                    return
         buf = self._tail + chunk if self._tail else chunk
         if _CR in buf:
             # A CR at the very end may be the first half of a CRLF split across chunks: hold it.

@@ -6,7 +6,7 @@ nothing is buffered (except, when spanmeter hid the injected usage chunk, the pa
 end of a chunk, which an SSE reader could not use yet anyway), and the first chunk reaches the app
 as soon as it arrives. The span ends exactly once: at the end of the body, on `close()`, on an
 error from the network (re-raised unchanged), when the app stops iterating, or, for a stream the
-app simply drops, when the garbage collector reclaims the proxy (ended at the last chunk's time).
+app simply drops, when the garbage collector reclaims the proxy.
 
 The classes are built per HTTP library (`stream_classes(httpx)`, `stream_classes(httpx2)`)
 because each library checks `isinstance(response.stream, <its own SyncByteStream>)`.
@@ -34,17 +34,29 @@ class _SyncProxy:
 
     def __iter__(self) -> Any:
         call = self._call
-        feed = call.feed
         try:
-            for chunk in self._inner:
-                if not call.done:
-                    chunk = feed(chunk)
-                    if not chunk:
-                        continue
-                yield chunk
-            rest = call.flush() if call.mode == 2 else b""
-            if rest:
-                yield rest
+            if call.mode == 1:
+                # Plain SSE: hand each chunk to the parser, and the chunk itself to the app.
+                parse = call.parser.feed  # type: ignore[union-attr]
+                for chunk in self._inner:
+                    if parse is not None:
+                        try:
+                            parse(chunk)
+                        except Exception:
+                            parse = None
+                            call.give_up()
+                    yield chunk
+            else:
+                feed = call.feed
+                for chunk in self._inner:
+                    if not call.done:
+                        chunk = feed(chunk)
+                        if not chunk:
+                            continue
+                    yield chunk
+                rest = call.flush() if call.mode == 2 else b""
+                if rest:
+                    yield rest
         except GeneratorExit:
             call.finalize("abandoned")
             raise
@@ -69,7 +81,7 @@ class _SyncProxy:
         call = self.__dict__.get("_call")
         if call is not None and not call.done:
             try:
-                call.finalize("abandoned", end_time=call.last_ns or None)
+                call.finalize("abandoned")
             except Exception:  # pragma: no cover - interpreter shutdown
                 pass
 
@@ -81,18 +93,29 @@ class _AsyncProxy:
 
     async def __aiter__(self) -> Any:
         call = self._call
-        feed = call.feed
         stream = self._inner.__aiter__()
         try:
-            async for chunk in stream:
-                if not call.done:
-                    chunk = feed(chunk)
-                    if not chunk:
-                        continue
-                yield chunk
-            rest = call.flush() if call.mode == 2 else b""
-            if rest:
-                yield rest
+            if call.mode == 1:
+                parse = call.parser.feed  # type: ignore[union-attr]
+                async for chunk in stream:
+                    if parse is not None:
+                        try:
+                            parse(chunk)
+                        except Exception:
+                            parse = None
+                            call.give_up()
+                    yield chunk
+            else:
+                feed = call.feed
+                async for chunk in stream:
+                    if not call.done:
+                        chunk = feed(chunk)
+                        if not chunk:
+                            continue
+                    yield chunk
+                rest = call.flush() if call.mode == 2 else b""
+                if rest:
+                    yield rest
         except (GeneratorExit, asyncio.CancelledError):
             call.finalize("abandoned")
             raise
@@ -119,7 +142,7 @@ class _AsyncProxy:
         call = self.__dict__.get("_call")
         if call is not None and not call.done:
             try:
-                call.finalize("abandoned", end_time=call.last_ns or None)
+                call.finalize("abandoned")
             except Exception:  # pragma: no cover - interpreter shutdown
                 pass
 

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from spanmeter import _providers as P
 from spanmeter import semconv as sc
 from spanmeter._call import Call
+from spanmeter._stream import stream_classes
 
 BASE = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18"}
 
@@ -36,7 +37,22 @@ def chat_stream(sep: bytes = b"\n\n") -> tuple[bytes, bytes]:
     return with_usage, with_usage.replace(usage, b"")
 
 
+class Chunks:
+    """The inner byte stream: yields the given chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def __iter__(self):
+        yield from self.chunks
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def run(chunks: list[bytes], strip: bool, closed_early: bool = False) -> tuple[bytes, dict]:
+    """Read `chunks` through the real stream proxy, as httpx2 would; (app bytes, span attributes)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -44,9 +60,13 @@ def run(chunks: list[bytes], strip: bool, closed_early: bool = False) -> tuple[b
     call = Call(span, P.CHAT_COMPLETIONS, request=None, strip=strip)
     response = httpx2.Response(200, headers={"content-type": "text/event-stream"})
     assert call.on_response(response, already_read=False)
-    out = b"".join(call.feed(c) for c in chunks)
-    out += call.flush()
-    call.finalize("closed" if closed_early else "eof")
+    proxy = stream_classes(httpx2)[0](Chunks(chunks), call)
+    if closed_early:
+        it = iter(proxy)
+        out = next(it, b"")
+        proxy.close()
+    else:
+        out = b"".join(proxy)
     (finished,) = exporter.get_finished_spans()
     return out, dict(finished.attributes or {})
 
@@ -103,7 +123,7 @@ def test_parse_failure_hands_over_held_bytes_and_ends_missing() -> None:
     call.on_response(httpx2.Response(200, headers={"content-type": "text/event-stream"}), already_read=False)
     held = call.feed(b'data: {"partial')
     assert held == b""
-    broken = b'":1,"usage":{not json}}\n\n'
+    broken = b'":1,"choices":[],"usage":{not json}}\n\n'
     out = call.feed(broken)
     assert out == b'data: {"partial' + broken  # every byte reaches the app
     assert call.feed(b"data: more\n\n") == b"data: more\n\n"
@@ -117,7 +137,7 @@ def test_parse_failure_with_a_held_tail_owes_every_byte_once() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     call = Call(provider.get_tracer("t").start_span("s"), P.CHAT_COMPLETIONS, request=None, strip=True)
     call.on_response(httpx2.Response(200, headers={"content-type": "text/event-stream"}), already_read=False)
-    chunk = b'data: {"usage":{broken\n\ndata: {"next":'
+    chunk = b'data: {"choices":[],"usage":{broken\n\ndata: {"next":'
     assert call.feed(chunk) == chunk
     assert call.feed(b"1}\n\n") == b"1}\n\n"
 
