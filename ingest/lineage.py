@@ -154,3 +154,39 @@ class Lineage:
             if lent is not None:
                 attribution.fill_from(lent)
         return before != [getattr(attribution, name) for name in _FIELDS]
+
+
+class SiblingCalls:
+    """One provider call traced by two sibling instrumentations, exported apart, counts once.
+
+    Within one export the normalize stage keeps one span per (trace, response id, model); across
+    exports the writer asks here: the first row of a call is counted, a later sibling's row is a
+    duplicate. Bounded like `Lineage`; only the writer thread touches it.
+    """
+
+    def __init__(self, limit: int = _LIMIT) -> None:
+        self._calls = _Bounded(limit)  # (trace, response id, model) -> counted key
+        self._batch: dict[tuple, bytes] = {}
+
+    def begin(self) -> None:
+        self._batch = {}
+
+    def duplicate(self, record: UsageRecord) -> bool:
+        """Whether another span of this record's call was counted already (else remember this one)."""
+        if not record.response_id:
+            return False
+        call = (record.trace_id, record.response_id, record.model)
+        key = record.trace_id + record.span_id
+        counted = self._batch.get(call) or self._calls.get(call)
+        if counted is not None:
+            return counted != key
+        self._batch[call] = key
+        return False
+
+    def committed(self) -> None:
+        for call, key in self._batch.items():
+            self._calls.put(call, key)
+        self._batch = {}
+
+    def failed(self) -> None:
+        self._batch = {}

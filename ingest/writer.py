@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from .config import Settings
 from .errors import Overloaded, StoreUnavailable
-from .lineage import Lineage
+from .lineage import Lineage, SiblingCalls
 from .metrics import Metrics
 from .records import UsageRecord
 from .store import Store
@@ -88,6 +88,7 @@ class Writer:
         self._covered_now: set[bytes] = set()
         # Attribution lent by spans that arrive after the rows they attribute (see lineage.py).
         self._lineage = Lineage()
+        self._siblings = SiblingCalls()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class Writer:
             self.metrics.insert_seconds.observe(time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about any failure
             self._lineage.failed()
+            self._siblings.failed()
             for submission in batch:
                 for record in submission.records:
                     self._uncertain.add(record.trace_id + record.span_id)
@@ -184,6 +186,7 @@ class Writer:
                     submission.future.set_exception(error)
             return
         self._remember(rows, cancelled)
+        self._siblings.committed()
         for submission, outcome in zip(batch, outcomes):
             self.metrics.rows_stored.inc(outcome.stored)
             self.metrics.duplicates.inc(outcome.duplicates)
@@ -207,6 +210,7 @@ class Writer:
         cancelled: list[bytes] = []
         dropped: set[bytes] = set()
         self._lineage.begin()
+        self._siblings.begin()
         fresh: dict[bytes, UsageRecord] = {}  # rows of this batch, not inserted yet
         for submission in batch:
             outcome = Outcome()
@@ -224,6 +228,11 @@ class Writer:
                 if key in self._covered or key in covered_now:
                     # An ancestor of a call already counted: the leaf holds its usage.
                     outcome.covered += 1
+                    newly_covered.append(key)
+                    continue
+                if self._siblings.duplicate(record):
+                    # A sibling instrumentation's span of a call counted in an earlier export.
+                    outcome.duplicates += 1
                     newly_covered.append(key)
                     continue
                 rows.append(record)
