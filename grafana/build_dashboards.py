@@ -334,6 +334,40 @@ WHERE hour >= least(month_start, period_end - INTERVAL 7 DAY) AND hour <= period
         description="Calendar month (UTC) of the time picker's end. Forecast = month to date + the last 7 days' "
                     "spend rate x the time left in the month." + UNPRICED_NOTE,
     )
+    savings = stat(
+        "Savings from cached input",
+        f"""SELECT
+    sum(toDecimal128(rate.3, 12) * (toInt64(cache_read_tokens) * sign)) / 1000000 AS cache_read_savings,
+    sum(toDecimal128(rate.4, 12) * (toInt64(cache_write_tokens) * sign)) / 1000000 AS cache_write_premium,
+    cache_read_savings - cache_write_premium AS net_savings,
+    sumIf(sign, no_rates) AS calls_without_rates
+FROM (
+    SELECT
+        e.sign AS sign,
+        e.cache_read_tokens AS cache_read_tokens,
+        e.cache_write_tokens AS cache_write_tokens,
+        -- the tier the call was billed at: the highest whose threshold its input exceeds
+        arrayLast(t -> t.2 = 0 OR e.input_tokens > t.1, r.tiers) AS rate,
+        empty(r.tiers) AS no_rates
+    FROM usage_events AS e
+    LEFT JOIN (
+        SELECT
+            price_version,
+            arraySort(t -> t.2, groupArray((above_input_tokens, tier, cached_input_saving_per_mtok,
+                                            cache_write_per_mtok - input_per_mtok))) AS tiers
+        FROM price_rates
+        GROUP BY price_version
+    ) AS r ON r.price_version = e.price_version
+    WHERE $__timeFilter_ms(e.event_time) AND e.cost_usd IS NOT NULL
+        AND (e.cache_read_tokens > 0 OR e.cache_write_tokens > 0) AND {EVENT_FILTERS}
+)""",
+        unit="currencyUSD", decimals=2,
+        overrides=[override("calls_without_rates", unit="short", decimals=0)],
+        description="What cache reads saved against the uncached input rate, at the exact rate each call was "
+                    "priced at (its price_version in price_rates), and what cache writes cost above it. "
+                    "Calls without rates: priced calls using the cache whose price version is not in the "
+                    "prices table (their savings are not counted).",
+    )
     cached = stat(
         "Cached input",
         f"""SELECT
@@ -342,8 +376,8 @@ WHERE hour >= least(month_start, period_end - INTERVAL 7 DAY) AND hour <= period
 {hourly}""",
         unit="short",
         overrides=[override("cached_share", unit="percentunit", decimals=1)],
-        description="Input tokens served from the provider's prompt cache (billed at the cache-read rate). "
-                    "Dollar savings need per-model prices in ClickHouse; the table below shows them by model.",
+        description="Input tokens served from the provider's prompt cache (billed at the cache-read rate), "
+                    "and their share of all input tokens.",
     )
 
     def over_time(column: str, label: str) -> dict[str, Any]:
@@ -457,15 +491,14 @@ ORDER BY calls DESC, model_name ASC""",
 GROUP BY model_name
 HAVING input != 0
 ORDER BY cached_input DESC, model_name ASC""",
-        description="Prompt-cache use per model. Savings in dollars = cached input x (input rate - cache-read "
-                    "rate): needs the price table in ClickHouse.",
+        description="Prompt-cache use per model: input (cache included), cache reads and cache writes.",
         overrides=[override("cached_share", unit="percentunit", decimals=1)],
     )
 
     panels = layout([
         (1, [(row("Spend in the period"), 24)]),
         (4, [(total_cost, 4), (active_users, 4), (cost_per_user, 4), (requests, 4), (tokens, 4), (unpriced, 4)]),
-        (5, [(month, 14), (cached, 10)]),
+        (5, [(month, 10), (savings, 8), (cached, 6)]),
         (1, [(row("Where the money goes"), 24)]),
         (8, [(over_time("model", "model"), 12), (over_time("feature", "feature"), 12)]),
         (8, [(over_time("service_name", "service"), 12), (over_time("team", "team"), 12)]),

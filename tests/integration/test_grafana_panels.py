@@ -57,6 +57,13 @@ class Call:
     output: int = 100
     status: str = "priced"
     sign: int = 1
+    version: str = ""  # price_version; by default the model's version in RATES
+
+    @property
+    def price_version(self) -> str:
+        if self.cost is None:
+            return ""
+        return self.version or f"v-{self.provider}-1"
 
     @property
     def provider(self) -> str:
@@ -106,6 +113,10 @@ def seed() -> list[Call]:
                 cache_write=64 if model is ANTHROPIC and j % 3 == 0 else 0,
                 output=50 + 13 * j,
             ))
+    # A long prompt: over the tier threshold, billed (and its cache reads saved) at tier 1 prices.
+    calls.append(Call(key="u20-long", time=FROM + timedelta(days=19, hours=4), user="u20", model=ANTHROPIC,
+                      cost=Decimal("1.234567890123"), service="api", team="", feature="chat", session="u20-s9",
+                      input=250_000, cached=180_000, cache_write=20_000, output=2000))
     t = FROM + timedelta(days=3, hours=5, minutes=17)
     # Calls without a user: counted in totals, never in per-user panels.
     for k in range(4):
@@ -125,8 +136,9 @@ def seed() -> list[Call]:
     # A repriced call: fact, cancellation, corrected fact (one call, cost 0.25 now).
     rt = FROM + timedelta(days=21, hours=3, minutes=3)
     repriced = Call(key="u07-repriced", time=rt, user="u07", model=OPENAI, cost=Decimal("0.5"), service="api",
-                    team="core", feature="chat", session="u07-s9", input=2000, cached=500, output=200)
-    calls += [repriced, replace(repriced, sign=-1), replace(repriced, cost=Decimal("0.25"))]
+                    team="core", feature="chat", session="u07-s9", input=2000, cached=500, output=200,
+                    version="v-openai-0")  # a version missing from the prices table, since corrected
+    calls += [repriced, replace(repriced, sign=-1), replace(repriced, cost=Decimal("0.25"), version="")]
     # A call first stored unpriced, then priced.
     late = unpriced(Call(key="u09-late", time=FROM + timedelta(days=6, hours=6), user="u09", model=OPENAI,
                          cost=None, service="worker", team="", feature="search", session="u09-s9",
@@ -136,7 +148,8 @@ def seed() -> list[Call]:
     ob = dict(user="o'brien", service="api", team="growth", feature="chat")
     calls += [
         Call(key="ob-0", time=FROM + timedelta(days=15, hours=8, minutes=1), model=OPENAI,
-             cost=Decimal("0.010000000001"), session="ob-1", input=3000, cached=1024, output=150, **ob),
+             cost=Decimal("0.010000000001"), session="ob-1", input=3000, cached=1024, output=150,
+             version="v-openai-0", **ob),  # priced at a version whose rates are not in the prices table
         Call(key="ob-1", time=FROM + timedelta(days=15, hours=8, minutes=9), model=OPENAI,
              cost=Decimal("0.02"), session="ob-1", input=1000, output=90, **ob),
         unpriced(Call(key="ob-2", time=FROM + timedelta(days=15, hours=9, minutes=30), model=MYSTERY,
@@ -162,6 +175,26 @@ def seed() -> list[Call]:
 
 SEED = seed()
 
+# The prices table (clickhouse/0006): (price_version, tier, above_input_tokens, input, cache_read,
+# cache_write) in USD per million tokens; None = not set (billed at the input price).
+RATES = [
+    ("v-openai-1", "openai", "gpt-4o-mini", 0, 0, "0.15", "0.075", None),
+    ("v-anthropic-1", "anthropic", "claude-sonnet-4-5", 0, 0, "3", "0.3", "3.75"),
+    ("v-anthropic-1", "anthropic", "claude-sonnet-4-5", 1, 200_000, "6", "0.6", "7.5"),
+]
+
+
+def seed_prices(store) -> None:
+    for version, provider, model, tier, above, inp, read, write in RATES:
+        store.command(
+            f"INSERT INTO {store.database}.prices (price_version, provider, model, source, effective_from, "
+            "window_utc, tier, above_input_tokens, input_per_mtok, cache_read_per_mtok, cache_write_per_mtok, "
+            "cache_write_1h_per_mtok, output_per_mtok, reasoning_per_mtok) VALUES ({v:String}, {p:String}, "
+            "{m:String}, 'test', '2026-01-01', '', {t:UInt8}, {a:UInt64}, {i:Decimal(18, 12)}, "
+            "{r:Nullable(Decimal(18, 12))}, {w:Nullable(Decimal(18, 12))}, NULL, 1, NULL)",
+            {"v": version, "p": provider, "m": model, "t": tier, "a": above, "i": inp, "r": read, "w": write},
+        )
+
 
 def to_record(c: Call) -> UsageRecord:
     return UsageRecord(
@@ -177,7 +210,7 @@ def to_record(c: Call) -> UsageRecord:
         attribution=Attribution(user_id=c.user, session_id=c.session, feature=c.feature, team=c.team),
         cost_usd=c.cost,
         pricing_status=c.status,
-        price_version="test",
+        price_version=c.price_version,
         sign=c.sign,
         source="test",
     )
@@ -241,6 +274,7 @@ def grafana(store, chdb_path, database):
     """A connection like the data source's: default database set, every query read-only."""
     client = clickhouse_connect.get_client(dsn=f"chdb://{chdb_path}", database=database)
     store.insert_usage([to_record(c) for c in SEED])
+    seed_prices(store)
     yield Grafana(client, database)
     client.close()
 
@@ -333,7 +367,7 @@ def test_spend_stats(grafana, filtered):
     if not filtered:
         # Spot checks by hand: the repriced call counts once at its corrected price; the
         # unpriced-then-priced one at its price; the calls outside the period not at all.
-        assert net(calls) == 210 + 4 + 1 + 2 + 1 + 3 + 1 + 1 + 4
+        assert net(calls) == 210 + 1 + 4 + 1 + 2 + 1 + 3 + 1 + 1 + 4
         assert len(active) == 22  # u01..u20, u-unpriced, o'brien
         assert len(users) == 21  # u-unpriced has no priced call: no $0 user in the distribution
         assert one(grafana.panel(OVERVIEW, "Unpriced usage", ctx))["calls_unpriced"] == 1 + 2 + 1 + 3 + 1
@@ -371,6 +405,34 @@ def test_month_to_date_and_forecast(grafana):
     }
     # The period started in February: month to date is less than the period's total.
     assert mtd < priced(overview_calls(False))
+
+
+def test_savings_from_cached_input(grafana):
+    ctx = grafana.context(OVERVIEW)
+    rates: dict[str, list[tuple[int, int, Decimal, Decimal]]] = defaultdict(list)
+    for version, _, _, tier, above, inp, read, write in RATES:
+        i = Decimal(inp)
+        rates[version].append((tier, above, i - Decimal(read or inp), Decimal(write or inp) - i))
+    read_saving = write_premium = Decimal(0)
+    without = 0
+    for c in SEED:
+        if not in_period_events(c) or c.cost is None or not (c.cached or c.cache_write):
+            continue
+        tiers = sorted(rates.get(c.price_version, []))
+        if not tiers:
+            without += c.sign
+            continue
+        _, _, saving, premium = [t for t in tiers if t[0] == 0 or c.input > t[1]][-1]
+        read_saving += saving * c.cached * c.sign
+        write_premium += premium * c.cache_write * c.sign
+    savings, premium = truncate12(read_saving / 1_000_000), truncate12(write_premium / 1_000_000)
+    assert one(grafana.panel(OVERVIEW, "Savings from cached input", ctx)) == {
+        "cache_read_savings": savings, "cache_write_premium": premium, "net_savings": savings - premium,
+        "calls_without_rates": without,
+    }
+    assert without == 1  # o'brien's first call; u07's repriced call was corrected to a version with rates
+    # The long prompt saved at its tier's rate: 180k cache reads x (6 - 0.6) USD per million.
+    assert read_saving >= Decimal("0.972")
 
 
 def test_cached_input(grafana):
@@ -657,7 +719,7 @@ def grafana_calls(grafana: Grafana, ctx: QueryContext) -> list[dict[str, Any]]:
 
 ASSERTED = {
     OVERVIEW: {"Total cost", "Active users", "Cost per active user", "Requests", "Tokens", "Unpriced usage",
-               "Month to date and forecast", "Cached input", "Cost by model", "Cost by feature", "Cost by service",
+               "Month to date and forecast", "Savings from cached input", "Cached input", "Cost by model", "Cost by feature", "Cost by service",
                "Cost by team", "Cost distribution across users", "Users by spend band (USD)", "Heavy users",
                "Unpriced usage by model", "Cached input by model"},
     DETAIL: {"Cost", "Share of all spend", "Requests", "Tokens", "Unpriced calls", "Session count", "Sessions",
