@@ -60,6 +60,10 @@ class Lineage:
     def __init__(self, limit: int = _LIMIT) -> None:
         self._spans = _Bounded(limit)  # key -> (parent key or b"", attribution lent or None)
         self._waiting = _Bounded(limit)  # key of an ancestor not seen yet -> [row keys]
+        # A trace's root span is an ancestor of every span in it: its attribution reaches rows
+        # whose chain is broken by a span that never arrives (e.g. one a collector filtered out).
+        self._roots = _Bounded(limit)  # trace id -> attribution its root span lends
+        self._trace_waits = _Bounded(limit)  # trace id -> ancestor keys its rows wait on
         self._latest: dict[bytes, UsageRecord] = {}  # rows corrected in the batch being selected
         self._consumed: list[tuple[bytes, list[bytes]]] = []
 
@@ -97,16 +101,21 @@ class Lineage:
         a stored row's current version. Returns the correction rows to insert (-1 and +1 pairs).
         """
         arrived: list[bytes] = []
+        roots: list[tuple[bytes, Attribution]] = []
         for link in links:
             key, parent = link[0], link[1]
             lent = getattr(link, "attribution", None)
             self._spans.put(key, (parent, lent if _lends(lent) else None))
             arrived.append(key)
+            if not parent and _lends(lent):
+                roots.append((key[:16], lent))
         for record in records:
             key = record.trace_id + record.span_id
             parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
             self._spans.put(key, (parent, record.attribution if _lends(record.attribution) else None))
             arrived.append(key)
+            if not parent and _lends(record.attribution):
+                roots.append((record.trace_id, record.attribution))
         corrections: list[UsageRecord] = []
         gone = set(cancelled)
         for ancestor in arrived:
@@ -115,18 +124,29 @@ class Lineage:
                 continue
             self._consumed.append((ancestor, waiting))
             for key in waiting:
-                if key in fresh:
-                    self._fill(key, fresh[key].attribution, ancestor)
-                    continue
-                current = self._latest.get(key) or stored(key)
-                if current is None or key in gone:
-                    continue  # taken out by the leaf rule, or forgotten
-                attribution = replace(current.attribution)
-                if self._fill(key, attribution, ancestor):
-                    completed = replace(current, attribution=attribution, sign=1)
-                    corrections += [replace(current, sign=-1), completed]
-                    self._latest[key] = completed
+                self._complete(key, lambda a, k=key, s=ancestor: self._fill(k, a, s), fresh, stored, gone, corrections)
+        # Nearer ancestors first, then the roots: rows of these traces still waiting on a span
+        # that may never come take what the root lends.
+        for trace, lent in roots:
+            self._roots.put(trace, lent)
+            for ancestor in self._trace_waits.get(trace, ()):
+                for key in self._waiting.get(ancestor, ()):
+                    self._complete(key, lambda a, r=lent: _fill_from(a, r), fresh, stored, gone, corrections)
         return corrections
+
+    def _complete(self, key, fill, fresh, stored, gone, corrections) -> None:
+        """Apply `fill` to one waiting row: in place if not stored yet, else as a -1/+1 correction."""
+        if key in fresh:
+            fill(fresh[key].attribution)
+            return
+        current = self._latest.get(key) or stored(key)
+        if current is None or key in gone:
+            return  # taken out by the leaf rule, or forgotten
+        attribution = replace(current.attribution)
+        if fill(attribution):
+            completed = replace(current, attribution=attribution, sign=1)
+            corrections += [replace(current, sign=-1), completed]
+            self._latest[key] = completed
 
     def attribute(self, record: UsageRecord) -> None:
         """A row just counted: complete it from remembered ancestors, or let it wait for them."""
@@ -149,11 +169,26 @@ class Lineage:
                     self._waiting.put(ancestor, [key])
                 elif key not in waiting:
                     waiting.append(key)
+                trace = ancestor[:16]
+                waits = self._trace_waits.get(trace)
+                if waits is None:
+                    self._trace_waits.put(trace, [ancestor])
+                elif ancestor not in waits:
+                    waits.append(ancestor)
+                root = self._roots.get(trace)
+                if root is not None:
+                    attribution.fill_from(root)
                 break
             ancestor, lent = entry
             if lent is not None:
                 attribution.fill_from(lent)
         return before != [getattr(attribution, name) for name in _FIELDS]
+
+
+def _fill_from(attribution: Attribution, lent: Attribution) -> bool:
+    before = [getattr(attribution, name) for name in _FIELDS]
+    attribution.fill_from(lent)
+    return before != [getattr(attribution, name) for name in _FIELDS]
 
 
 class SiblingCalls:

@@ -113,6 +113,9 @@ def normalize(spans: list[Span], *, max_attribute_length: int = 4096) -> Normali
         if found is not None:
             extracted[key] = (found, source)
 
+    # A trace's root span is an ancestor of every span in it, even one whose chain is broken by
+    # a span missing from this export (a collector's filter may drop it).
+    roots = {span.trace_id: key for key, span in by_key.items() if not span.parent_span_id and key in extracted}
     usage_keys = [key for key, (found, _) in extracted.items() if is_usage(found)]
     # Leaf rule: every ancestor of a usage span is covered by it.
     covered: set[bytes] = set()
@@ -140,7 +143,11 @@ def normalize(spans: list[Span], *, max_attribute_length: int = 4096) -> Normali
             continue
         span = by_key[key]
         record = _record(span, found, source)
-        for ancestor in _ancestors(by_key, span):
+        chain = [key, *_ancestors(by_key, span)]
+        root = roots.get(span.trace_id)
+        if root is not None and root not in chain:
+            chain.append(root)
+        for ancestor in chain[1:]:
             if record.attribution.complete():
                 break
             parent_found = extracted.get(ancestor)

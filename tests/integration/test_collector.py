@@ -15,8 +15,8 @@ missing Go toolchain is never counted as a pass.
 3. End to end with the real ingest: OTel SDK spans -> collector -> `spanmeter
    serve` -> ClickHouse; the ingest is SIGKILLed and the collector restarted
    under continuous traffic, and every call is still metered exactly once.
-   A strict xfail records a known gap: attribution from a request span across
-   an intermediate span that the metering filter does not forward.
+   Attribution reaches the model call from the request (root) span across an
+   intermediate span that the metering filter does not forward.
 """
 
 from __future__ import annotations
@@ -619,12 +619,6 @@ def test_end_to_end_exactly_once_across_ingest_kill_and_collector_restart(collec
         ingest.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the metering filter drops spans that carry neither usage nor attribution, and the "
-    "ingest lends attribution only along an unbroken parent chain; it needs a trace-level fallback when "
-    "the chain breaks (remove this marker when it has one)",
-)
 def test_attribution_across_a_span_the_filter_dropped(collector_bin: Path, tmp_path: Path) -> None:
     _require_ingest()
     ingest = Ingest(f"chdb://{tmp_path / 'chdb'}", _free_port(), tmp_path / "ingest.log")

@@ -102,3 +102,28 @@ def test_a_failed_insert_fails_every_waiter_and_is_not_remembered(store, monkeyp
     assert submit(writer, result).duplicates == 1
     writer.stop()
     assert net(store) == ((1, 100), (1, 100))
+
+
+def users(store):
+    """Net requests per user, in the events and in the daily rollup."""
+    db = store.database
+    events = store.query(f"SELECT user_id, sum(sign) AS n FROM {db}.usage_events GROUP BY user_id HAVING n != 0 ORDER BY user_id").rows
+    daily = store.query(f"SELECT user_id, sum(requests) AS n FROM {db}.usage_daily GROUP BY user_id HAVING n != 0 ORDER BY user_id").rows
+    return events, daily
+
+
+def test_a_later_root_span_attributes_a_row_whose_parent_never_arrives(store):
+    # request span (root, user) -> handler span (never exported: filtered) -> model call
+    writer = make_writer(store)
+    submit(writer, export([chat(1, 3, parent=2, model="gpt-4o", input=100, output=10)]))
+    submit(writer, export([span("POST /chat", 1, 1, attrs={"user.id": "dora"})]))
+    writer.stop()
+    assert users(store) == ([("dora", 1)], [("dora", 1)])
+
+
+def test_a_known_root_attributes_a_row_that_arrives_after_it(store):
+    writer = make_writer(store)
+    submit(writer, export([span("POST /chat", 1, 1, attrs={"user.id": "dora"})]))
+    submit(writer, export([chat(1, 3, parent=2, model="gpt-4o", input=100, output=10)]))
+    writer.stop()
+    assert users(store) == ([("dora", 1)], [("dora", 1)])

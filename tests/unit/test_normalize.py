@@ -100,3 +100,18 @@ def test_over_long_values_and_absurd_counts_are_rejected_with_a_reason():
     assert len(result.records) == 1 and result.rejected == 2
     assert any("user_id longer than 4096" in m for m in result.messages)
     assert any("token count out of range" in m for m in result.messages)
+
+
+def test_the_root_span_lends_attribution_across_a_missing_intermediate_span():
+    # request span (root, user) -> handler span (dropped by a collector filter) -> model call
+    root = span("POST /chat", 1, 1, attrs={"user.id": "dora", "spanmeter.feature": "essay"})
+    leaf = chat(1, 3, model="gpt-4o-mini", input=10, output=5, parent=2)
+    (r,) = run([leaf, root]).records
+    assert (r.attribution.user_id, r.attribution.feature) == ("dora", "essay")
+
+
+def test_another_traces_root_lends_nothing():
+    other_root = span("POST /chat", 2, 1, attrs={"user.id": "someone-else"})
+    leaf = chat(1, 3, model="gpt-4o-mini", input=10, output=5, parent=2)
+    (r,) = run([leaf, other_root]).records
+    assert r.attribution.user_id == ""
