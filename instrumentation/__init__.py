@@ -22,14 +22,17 @@ from ._attribution import attributes, current_attributes
 __version__ = "0.1.0"
 
 __all__ = [
+    "CapExceeded",
     "SpanmeterInstrumentor",
     "__version__",
     "attributes",
     "current_attributes",
+    "enforce_caps",
     "instrument",
 ]
 
 if TYPE_CHECKING:
+    from ._caps import CapExceeded, enforce_caps
     from ._instrumentor import SpanmeterInstrumentor
     from ._setup import instrument
 
@@ -44,4 +47,8 @@ def __getattr__(name: str) -> Any:
         from ._setup import instrument
 
         return instrument
+    if name in ("CapExceeded", "enforce_caps"):  # opt-in per-user caps (see _caps)
+        from . import _caps
+
+        return getattr(_caps, name)
     raise AttributeError(f"module 'spanmeter' has no attribute {name!r}")

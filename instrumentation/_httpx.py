@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Tracer
 
+from . import _caps
 from . import _providers as P
 from . import semconv as sc
 from ._attribution import resolve
@@ -130,6 +131,7 @@ def _with_body(request: Any, body: bytes) -> Any:
 def _make_send(original: Any, hooks: Hooks, sync_proxy: type) -> Any:
     @functools.wraps(original)
     def send(client: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        warning = _caps.guard(request)  # opt-in caps: may raise spanmeter.CapExceeded, nothing sent
         try:
             call = hooks.begin(request)
         except Exception:
@@ -137,6 +139,7 @@ def _make_send(original: Any, hooks: Hooks, sync_proxy: type) -> Any:
             call = None
         if call is None:
             return original(client, request, *args, **kwargs)
+        _caps.warn(call, warning)
         token = call.attach()
         try:
             response = original(client, call.request, *args, **kwargs)
@@ -160,6 +163,7 @@ def _make_send(original: Any, hooks: Hooks, sync_proxy: type) -> Any:
 def _make_async_send(original: Any, hooks: Hooks, async_proxy: type) -> Any:
     @functools.wraps(original)
     async def send(client: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        warning = await _caps.guard_async(request)  # opt-in caps, as in the sync send
         try:
             call = hooks.begin(request)
         except Exception:
@@ -167,6 +171,7 @@ def _make_async_send(original: Any, hooks: Hooks, async_proxy: type) -> Any:
             call = None
         if call is None:
             return await original(client, request, *args, **kwargs)
+        _caps.warn(call, warning)
         token = call.attach()
         try:
             response = await original(client, call.request, *args, **kwargs)

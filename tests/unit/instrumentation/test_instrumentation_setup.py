@@ -11,7 +11,8 @@ from spanmeter._setup import traces_endpoint
 
 
 def test_public_surface() -> None:
-    assert sorted(spanmeter.__all__) == ["SpanmeterInstrumentor", "__version__", "attributes", "current_attributes", "instrument"]
+    assert sorted(spanmeter.__all__) == ["CapExceeded", "SpanmeterInstrumentor", "__version__", "attributes",
+                                         "current_attributes", "enforce_caps", "instrument"]
     for name in spanmeter.__all__:
         assert getattr(spanmeter, name) is not None
 
