@@ -110,7 +110,7 @@ class Hooks:
                 self.request_hook(span, request)
             except Exception:
                 _log.debug("spanmeter: request_hook failed", exc_info=True)
-        return Call(span, shape, request, strip, self.response_hook)
+        return Call(span, shape, request, strip, self.response_hook, fields.choices if fields is not None else 1)
 
 
 def _accepts_stream_options(url: Any) -> bool:
