@@ -15,7 +15,8 @@ Starting and stopping
 
 `FakeProvider(...).start()` / `.stop()` do the same without `with`. `fake.transport(httpx)` (or
 `httpx2`) is an in-process transport serving the same responses without sockets, for benchmarks:
-`httpx2.Client(transport=fake.transport(httpx2))`; it works for sync and async clients.
+`httpx2.Client(transport=fake.transport(httpx2))`; it works for sync and async clients
+(`cache=True` replays each distinct request's response, for benchmarks).
 `fake.handle(method, path_and_query, body_bytes)` returns a `FakeResponse` (status, headers,
 chunks) for any other use.
 
@@ -238,9 +239,13 @@ class FakeProvider:
         with self._lock:
             self.requests.clear()
 
-    def transport(self, lib: Any) -> Any:
-        """An in-process `lib` transport (httpx or httpx2) serving this fake's responses."""
-        return _make_transport(self, lib)
+    def transport(self, lib: Any, *, cache: bool = False) -> Any:
+        """An in-process `lib` transport (httpx or httpx2) serving this fake's responses.
+
+        `cache=True` computes each distinct request's response once and replays it (same ids),
+        so that a benchmark measures the client, not the fake.
+        """
+        return _make_transport(self, lib, cache)
 
     # --- the responses ------------------------------------------------------------------------
 
@@ -706,7 +711,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _make_transport(fake: FakeProvider, lib: Any) -> Any:
+def _make_transport(fake: FakeProvider, lib: Any, cache: bool = False) -> Any:
+    responses: dict[tuple[str, str, bytes], FakeResponse] = {}
+
     class _Stream(lib.SyncByteStream, lib.AsyncByteStream):
         def __init__(self, resp: FakeResponse) -> None:
             self._resp = resp
@@ -740,7 +747,12 @@ def _make_transport(fake: FakeProvider, lib: Any) -> Any:
 
         def _respond(self, request: Any, body: bytes) -> Any:
             target = request.url.raw_path.decode("ascii")
-            resp = fake.handle(request.method, target, body, dict(request.headers.items()))
+            key = (request.method, target, body)
+            resp = responses.get(key) if cache else None
+            if resp is None:
+                resp = fake.handle(request.method, target, body, dict(request.headers.items()))
+                if cache:
+                    responses[key] = resp
             headers = dict(resp.headers)
             if not resp.stream:
                 headers["content-length"] = str(len(resp.body))

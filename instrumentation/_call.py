@@ -127,12 +127,12 @@ class Call:
                 return False
             headers = response.headers
             self.sse = "text/event-stream" in headers.get("content-type", "")
+            if already_read:  # httpx has read and decoded the body inside send
+                self._parse_whole(response.content, decoded=True)
+                return False
             self.encoding = headers.get("content-encoding", "").strip().lower()
             if self.encoding == "identity":
                 self.encoding = ""
-            if already_read:
-                self._parse_whole(response.content, decoded=True)
-                return False
             self.state = P.new_stream_state(self.shape, self.strip, self.choices)
             if self.sse and not self.encoding:
                 self.parser = SSEParser(self.state.on_event)
@@ -166,7 +166,7 @@ class Call:
                 elif len(body) > _TAIL_PARSE_OVER and self.shape == P.EMBEDDINGS:
                     status = _status(_tail_parse(body, self.shape, self.attrs), True, True)
                 else:
-                    status = _status(P.extract_body(self.shape, json.loads(body), self.attrs), True, True)
+                    status = _status(P.extract_body(self.shape, P.loads(body), self.attrs), True, True)
         except Exception:
             _log.debug("spanmeter: could not parse a response body", exc_info=True)
         self._end(status)
@@ -177,7 +177,16 @@ class Call:
     def feed(self, chunk: bytes) -> bytes:
         """Modes 2 and 3 (mode 1 feeds the parser directly, see `_stream`)."""
         if self.mode == 2:
-            return self._feed_strip(chunk)
+            if self.pending or not chunk.endswith(b"\n\n"):
+                return self._feed_strip(chunk)
+            try:  # the usual chunk: whole events
+                self.parser.feed(chunk)  # type: ignore[union-attr]
+            except Exception:
+                return self.give_up(chunk)
+            if self.state.drop:
+                self.state.drop = False
+                return _cut_usage_event(chunk)
+            return chunk
         if self.mode == 3 and self.collected_size < _MAX_COLLECT:
             self.collected.append(chunk)
             self.collected_size += len(chunk)
@@ -340,7 +349,7 @@ def _tail_parse(body: bytes, shape: str, out: dict[str, Any]) -> bool:
             continue
     if "usage" not in found:
         # Not the expected layout: pay for the whole parse rather than lose the usage.
-        return P.extract_body(shape, json.loads(body), out)
+        return P.extract_body(shape, P.loads(body), out)
     return P.extract_body(shape, found, out)
 
 

@@ -36,20 +36,24 @@ class SSEParser:
         if not self._tail and self._data is None and chunk.endswith(b"\n\n"):
             # Fast paths for the usual chunk, one whole event with LF endings:
             # `data: ...\n\n` (OpenAI, Gemini) or `event: ...\ndata: ...\n\n` (Anthropic, Responses).
-            lines = chunk.split(_LF)
-            n = len(lines)
-            if n == 3:
-                line = lines[0]
-                if line.startswith(b"data:") and not line.endswith(_CR):
+            end = len(chunk) - 2
+            nl = chunk.find(_LF)
+            if nl == end:
+                if chunk.startswith(b"data:") and chunk[end - 1] != 13:  # 13: CR
                     event, self._event = self._event, None
-                    self._on_event(event, line[6:] if line[5:6] == b" " else line[5:])
+                    self._on_event(event, chunk[6:end] if chunk[5] == 32 else chunk[5:end])  # 32: space
                     return
-            elif n == 4:
-                name, line = lines[0], lines[1]
-                if name.startswith(b"event:") and line.startswith(b"data:") and not line.endswith(_CR) and not name.endswith(_CR):
-                    self._event = None
-                    self._on_event(name[7:] if name[6:7] == b" " else name[6:], line[6:] if line[5:6] == b" " else line[5:])
-                    return
+            elif (
+                chunk.find(_LF, nl + 1) == end
+                and chunk.startswith(b"event:")
+                and chunk.startswith(b"data:", nl + 1)
+                and chunk[nl - 1] != 13
+                and chunk[end - 1] != 13
+            ):
+                self._event = None
+                d = nl + 7 if chunk[nl + 6] == 32 else nl + 6
+                self._on_event(chunk[7:nl] if chunk[6] == 32 else chunk[6:nl], chunk[d:end])
+                return
         buf = self._tail + chunk if self._tail else chunk
         if _CR in buf:
             # A CR at the very end may be the first half of a CRLF split across chunks: hold it.

@@ -64,3 +64,39 @@ def test_any_split_gives_the_same_events(cuts: list[int], crlf: bool) -> None:
     bounds = [0, *sorted(cuts), len(stream)]
     chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
     assert parse(*chunks) == parse(stream)
+
+
+def reference(stream: bytes) -> list[tuple[bytes | None, bytes]]:
+    """A plain reading of the SSE rules, on the whole stream at once (lenient at EOF too)."""
+    events, event, data = [], None, None
+    for line in stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") + [b""]:
+        if not line:
+            if data is not None:
+                events.append((event, data))
+            event, data = None, None
+        elif line.startswith(b"data:"):
+            value = line[5:][1:] if line[5:6] == b" " else line[5:]
+            data = value if data is None else data + b"\n" + value
+        elif line.startswith(b"event:"):
+            event = line[6:][1:] if line[6:7] == b" " else line[6:]
+    return events
+
+
+_line = st.one_of(
+    st.builds(lambda v: b"data:" + v, st.sampled_from([b"", b" ", b" {}", b'{"a":1}', b" x y", b"  two"])),
+    st.builds(lambda v: b"event:" + v, st.sampled_from([b"", b" message_start", b"ping"])),
+    st.sampled_from([b": comment", b"id: 3", b"retry: 10", b""]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.lists(_line, min_size=1, max_size=4), max_size=8),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_matches_a_reference_reading_at_any_split(events: list[list[bytes]], eol: bytes, cuts: list[int]) -> None:
+    stream = b"".join(eol.join(lines) + eol + eol for lines in events)
+    bounds = [0, *sorted(min(c, len(stream)) for c in cuts), len(stream)]
+    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert parse(*chunks) == reference(stream)

@@ -1,0 +1,308 @@
+"""Added latency of LLM instrumentation: per call and per streamed chunk, spanmeter vs peers.
+
+    python bench/instrumentation_overhead.py                 # full run (creates bench/.venv-peers)
+    python bench/instrumentation_overhead.py --quick         # fewer rounds, for a smoke test
+
+Scenarios, all with the same `openai` SDK, the same fake provider and the same OpenTelemetry SDK
+setup (a `TracerProvider` with a `BatchSpanProcessor` and an exporter that drops spans):
+
+- `none`: no instrumentation (the baseline);
+- `spanmeter`: `SpanmeterInstrumentor` (HTTP layer, usage from the body);
+- `openai-v2`: `opentelemetry-instrumentation-openai-v2==2.4b0` (content capture off, its default);
+- `openllmetry`: Traceloop's `opentelemetry-instrumentation-openai==0.62.4` (TRACELOOP_TRACE_CONTENT=false).
+
+The peers are installed into `bench/.venv-peers`, never into the main venv (their entry points
+would change what `opentelemetry-instrument` loads there); every scenario runs in that venv so
+that the versions are identical. Each (round, scenario) is a fresh worker process pinned to one
+core; rounds interleave the scenarios so that drift in machine load hits all of them alike.
+
+Workloads (sync client):
+- `call`: a non-streamed chat completion;
+- `stream-1` / `stream-201`: streamed chat completions of 1 and 201 content chunks, with the app
+  asking for `stream_options.include_usage` (so no instrumentation changes the request);
+  per-chunk cost = (added(stream-201) - added(stream-1)) / 200;
+- `stream-201-noopt`: the same without include_usage, as most app code is written: spanmeter
+  injects the option and hides the usage chunk from the app; the peers record no usage.
+
+Transport: `FakeProvider.transport(httpx2, cache=True)` in process (each response computed once,
+then replayed), so the figures are the client's cost and not the fake's or the network's; one
+`call-socket` workload goes through the real HTTP fake server (in the parent process) as a check.
+
+Per call we record wall time (`perf_counter_ns`); the report gives the median and p99 for each
+scenario and the added latency vs `none` (median minus median, p99 minus p99). On a shared
+machine wall time carries other processes' noise, so the report also gives the added thread CPU
+time per call (`thread_time_ns`, best batch of 1/20 of the calls, best worker), the estimate of
+the instrumentation's own cost that such noise disturbs least.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PEERS = HERE / ".venv-peers"
+SCENARIOS = ("none", "spanmeter", "openai-v2", "openllmetry")
+PEER_PACKAGES = (
+    "openai==3.51.0",
+    "httpx2==2.16.2",
+    "httpx==0.28.1",  # openai-v2 imports it, though openai 3.x itself uses httpx2
+    "opentelemetry-instrumentation-openai-v2==2.4b0",
+    # The newest util-genai that still has the `instruments` module openai-v2 2.4b0 imports.
+    "opentelemetry-util-genai==1.1b0",
+    "opentelemetry-instrumentation-openai==0.62.4",
+)
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
+
+
+# --- parent: venv, orchestration, report -------------------------------------------------------
+
+
+def peers_python() -> Path:
+    python = PEERS / "bin" / "python"
+    stamp = PEERS / ".installed"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), "-e", str(REPO), *PEER_PACKAGES],
+            check=True,
+        )
+        stamp.write_text("\n".join(PEER_PACKAGES) + "\n")
+    return python
+
+
+def versions(python: Path) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json\n"
+        "names = ['openai', 'httpx2', 'opentelemetry-sdk', 'opentelemetry-instrumentation-openai-v2',"
+        " 'opentelemetry-instrumentation-openai', 'spanmeter']\n"
+        "print(json.dumps({n: m.version(n) for n in names}))\n"
+    )
+    return json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def run_worker(python: Path, scenario: str, workload: str, n: int, core: int | None, socket_url: str | None) -> dict:
+    cmd = [str(python), str(Path(__file__).resolve()), "--worker", scenario, workload, str(n)]
+    if core is not None:
+        cmd += ["--core", str(core)]
+    if socket_url:
+        cmd += ["--url", socket_url]
+    env = {**os.environ, "TRACELOOP_TRACE_CONTENT": "false", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "false"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {scenario}/{workload} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "instrumentation_overhead.json")
+    parser.add_argument("--worker", nargs=3, metavar=("SCENARIO", "WORKLOAD", "N"))
+    parser.add_argument("--core", type=int)
+    parser.add_argument("--url")
+    args = parser.parse_args()
+    if args.worker:
+        scenario, workload, n = args.worker
+        print(json.dumps(worker(scenario, workload, int(n), args.core, args.url)))
+        return
+
+    sys.path.insert(0, str(REPO))
+    from ingest.fakeprovider import FakeProvider  # the parent needs no spanmeter install
+
+    python = peers_python()
+    rounds = args.rounds or (2 if args.quick else 5)
+    sizes = {"call": 1500, "call-socket": 400, "stream-1": 1000, "stream-201": 120, "stream-201-noopt": 120}
+    if args.quick:
+        sizes = {k: max(v // 10, 20) for k, v in sizes.items()}
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    worker_core = max(cores) if len(cores) > 1 else None  # the fake server keeps the other core
+
+    samples: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    spans: dict[tuple[str, str], float] = {}
+    started = time.time()
+    load_before = os.getloadavg()
+    with FakeProvider(chunks=1, record=False) as fake:
+        for r in range(rounds):
+            for workload, n in sizes.items():
+                for scenario in SCENARIOS if r % 2 == 0 else reversed(SCENARIOS):
+                    url = fake.openai_base_url if workload == "call-socket" else None
+                    res = run_worker(python, scenario, workload, n, worker_core, url)
+                    samples.setdefault((scenario, workload), []).extend(res["wall_us"])
+                    cpu.setdefault((scenario, workload), []).append(res["cpu_min_batch_us"])
+                    spans[(scenario, workload)] = res["spans_per_call"]
+            print(f"round {r + 1}/{rounds} done ({time.time() - started:.0f}s)", file=sys.stderr)
+    load_after = os.getloadavg()
+
+    table = {}
+    for workload in sizes:
+        base = samples[("none", workload)]
+        for scenario in SCENARIOS:
+            s = samples[(scenario, workload)]
+            table[(scenario, workload)] = {
+                "median_us": statistics.median(s),
+                "p99_us": pct(s, 0.99),
+                "added_median_us": statistics.median(s) - statistics.median(base),
+                "added_p99_us": pct(s, 0.99) - pct(base, 0.99),
+                # Thread CPU time per call, best batch of each worker, then the best worker: the
+                # estimate least disturbed by other processes on a shared machine.
+                "cpu_us": min(cpu[(scenario, workload)]),
+                "added_cpu_us": min(cpu[(scenario, workload)]) - min(cpu[("none", workload)]),
+                "n": len(s),
+                "spans_per_call": spans[(scenario, workload)],
+            }
+    per_chunk = {
+        scenario: {
+            key: (table[(scenario, "stream-201")][key] - table[(scenario, "stream-1")][key]) / 200
+            for key in ("added_median_us", "added_p99_us", "added_cpu_us")
+        }
+        for scenario in SCENARIOS
+    }
+    per_chunk_noopt = {
+        scenario: {
+            key: (table[(scenario, "stream-201-noopt")][key] - table[(scenario, "stream-1")][key]) / 200
+            for key in ("added_median_us", "added_cpu_us")
+        }
+        for scenario in SCENARIOS
+    }
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "worker_core": worker_core,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "rounds": rounds,
+        "versions": versions(python),
+        "seconds": round(time.time() - started),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "table": {f"{s}/{w}": v for (s, w), v in table.items()},
+                "per_chunk": per_chunk,
+                "per_chunk_noopt": per_chunk_noopt,
+            },
+            indent=2,
+        )
+    )
+    print(report(meta, table, per_chunk, per_chunk_noopt, list(sizes)))
+
+
+def report(meta: dict, table: dict, per_chunk: dict, per_chunk_noopt: dict, workloads: list[str]) -> str:
+    lines = [
+        f"python {meta['python']}, {meta['cpus']} cores, worker pinned to core {meta['worker_core']}, "
+        f"load average {meta['loadavg_before'][0]:.1f} -> {meta['loadavg_after'][0]:.1f}, {meta['rounds']} rounds, {meta['seconds']} s",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        "",
+        "| workload | scenario | median µs | p99 µs | added median µs | added p99 µs | CPU µs (best batch) | added CPU µs | spans/call |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in workloads:
+        for s in SCENARIOS:
+            row = table[(s, w)]
+            lines.append(
+                f"| {w} | {s} | {row['median_us']:.1f} | {row['p99_us']:.1f} | "
+                f"{row['added_median_us']:+.1f} | {row['added_p99_us']:+.1f} | {row['cpu_us']:.1f} | {row['added_cpu_us']:+.1f} | {row['spans_per_call']:.2f} |"
+            )
+    lines += ["", "| per streamed chunk | added median µs | added p99 µs | added CPU µs | without include_usage: added median µs |", "|---|---:|---:|---:|---:|"]
+    for s in SCENARIOS[1:]:
+        c, d = per_chunk[s], per_chunk_noopt[s]
+        lines.append(f"| {s} | {c['added_median_us']:+.2f} | {c['added_p99_us']:+.2f} | {c['added_cpu_us']:+.2f} | {d['added_median_us']:+.2f} |")
+    return "\n".join(lines)
+
+
+# --- worker: one scenario, one workload, in the peers venv ---------------------------------------
+
+
+def worker(scenario: str, workload: str, n: int, core: int | None, url: str | None) -> dict:
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    import httpx2
+    import openai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from spanmeter.ingest.fakeprovider import FakeProvider
+
+    exported = []
+
+    class Drop(SpanExporter):
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            exported.append(len(spans))
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    if scenario == "spanmeter":
+        from spanmeter import SpanmeterInstrumentor
+
+        SpanmeterInstrumentor().instrument(tracer_provider=provider)
+    elif scenario == "openai-v2":
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif scenario == "openllmetry":
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor as TraceloopInstrumentor
+
+        TraceloopInstrumentor().instrument(tracer_provider=provider)
+
+    if url:
+        client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+    else:
+        fake = FakeProvider(record=False)
+        client = openai.OpenAI(base_url="http://fake.invalid/v1", api_key="k", max_retries=0, http_client=httpx2.Client(transport=fake.transport(httpx2, cache=True)))
+
+    create = client.chat.completions.create
+    if workload in ("call", "call-socket"):
+
+        def one() -> None:
+            create(model="gpt-4o-mini", messages=MESSAGES)
+
+    else:
+        chunks = 1 if workload == "stream-1" else 201
+        extra = {"stream_options": {"include_usage": True}} if workload != "stream-201-noopt" else {}
+
+        def one() -> None:
+            for _ in create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"fake": {"chunks": chunks}}, **extra):
+                pass
+
+    for _ in range(max(n // 5, 20)):  # warm up: imports, caches, pydantic models
+        one()
+    wall = []
+    batch_cpu = []  # mean thread CPU time per call, per batch of `batch` calls
+    batch = max(n // 20, 5)
+    cpu_start = time.thread_time_ns()
+    for i in range(n):
+        if i % batch == 0:
+            batch_start = time.thread_time_ns()
+        t = time.perf_counter_ns()
+        one()
+        wall.append((time.perf_counter_ns() - t) / 1000)
+        if i % batch == batch - 1:
+            batch_cpu.append((time.thread_time_ns() - batch_start) / batch / 1000)
+    cpu_per_call = (time.thread_time_ns() - cpu_start) / n / 1000
+    provider.shutdown()  # flushes: every span of the run reaches the exporter
+    total = n + max(n // 5, 20)
+    return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "cpu_min_batch_us": min(batch_cpu), "spans_per_call": sum(exported) / total}
+
+
+if __name__ == "__main__":
+    main()
