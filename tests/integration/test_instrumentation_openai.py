@@ -379,3 +379,42 @@ def test_span_is_child_of_the_app_span(fake, exporter, client) -> None:
     span = only_span(exporter)
     assert span.parent is not None and span.parent.span_id == parent.get_span_context().span_id
     assert span.context.trace_id == parent.get_span_context().trace_id
+
+
+def test_attribution_in_threads_started_with_copied_context(fake, exporter, client) -> None:
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> str:
+        with spanmeter.attributes(session_id=f"s-{i}"):
+            return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).id
+
+    with spanmeter.attributes(user_id="threaded", team="ops"), ThreadPoolExecutor(4) as pool:
+        # Each task runs in a copy of the submitting thread's context, taken at submit time.
+        futures = [pool.submit(contextvars.copy_context().run, work, i) for i in range(8)]
+        ids = [f.result() for f in futures]
+    by_id = {attrs(s)[sc.GEN_AI_RESPONSE_ID]: attrs(s) for s in exporter.get_finished_spans()}
+    for i, rid in enumerate(ids):
+        assert (by_id[rid][sc.USER_ID], by_id[rid][sc.SPANMETER_TEAM], by_id[rid][sc.SESSION_ID]) == ("threaded", "ops", f"s-{i}")
+
+
+def test_baggage_fallback(fake, exporter, client) -> None:
+    from opentelemetry import baggage, context
+
+    token = context.attach(baggage.set_baggage("user.id", "from-baggage", baggage.set_baggage("spanmeter.feature", "bag-feature")))
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, user="from-body")
+    finally:
+        context.detach(token)
+    a = attrs(only_span(exporter))
+    assert (a[sc.USER_ID], a[sc.SPANMETER_FEATURE]) == ("from-baggage", "bag-feature")
+
+
+def test_no_content_anywhere_on_spans(fake, exporter, client) -> None:
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    client.responses.create(model="gpt-4o-mini", input="tell me a secret prompt")
+    for span in exporter.get_finished_spans():
+        assert span.events == () and span.links == ()
+        assert_no_content(span)
+        assert not any(k.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.prompt", "gen_ai.completion", "http.request.header")) for k in span.attributes)
