@@ -32,7 +32,7 @@ def cluster_variant(store) -> list[tuple[str, list[str]]]:
 def test_every_migrations_cluster_variant_parses(store):
     db = store.database
     local = m.merge_tree_tables(m.load_migrations(), db)
-    assert {"usage_events", "usage_hourly", "usage_daily", "user_tiers", "prices", "reprice_runs"} <= local
+    assert {"usage_events", "usage_hourly", "usage_daily", "user_tiers"} <= local
     seen_distributed = set()
     for name, statements in cluster_variant(store):
         assert statements, name
@@ -64,9 +64,15 @@ def test_every_migrations_cluster_variant_parses(store):
 
 
 def test_replicated_engine_keeps_the_engines_own_arguments(store):
-    (prices,) = [s for name, ss in cluster_variant(store) for s in ss
-                 if re.match(rf"CREATE TABLE IF NOT EXISTS {store.database}\.prices_local\b", s)]
-    assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', recorded_at)" in prices
+    statements = m.cluster_statements(
+        ["CREATE TABLE IF NOT EXISTS d.prices (v String, at DateTime64(3)) ENGINE = ReplacingMergeTree(at) ORDER BY v",
+         "CREATE TABLE d.s (k String, n Int64) ENGINE = SummingMergeTree((n)) ORDER BY k SETTINGS index_granularity = 1024"],
+        CLUSTER, "d", {"prices", "s"})
+    texts = [parse(store, s) for s in statements]
+    path = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
+    assert f"ENGINE = ReplicatedReplacingMergeTree({path}, at)" in texts[0]
+    assert "ENGINE = Distributed('spanmeter_cluster', 'd', 'prices_local', rand())" in texts[1]
+    assert f"ENGINE = ReplicatedSummingMergeTree({path}, (n))" in texts[2] and "index_granularity = 1024" in texts[2]
 
 
 def single_node(sql: str) -> str:
