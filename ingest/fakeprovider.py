@@ -662,6 +662,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     fake: FakeProvider  # set on the per-server subclass
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers, body and each stream chunk are separate writes: without TCP_NODELAY, Nagle's
+        # algorithm and the client's delayed ACK stall each response by ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
         pass
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import zlib
 from typing import Any
 
@@ -41,6 +40,9 @@ _TAIL_PARSE_OVER = 64 * 1024
 _TAIL = 4096
 
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# Strip mode holds back at most this much of an unfinished event; a stream that goes this long
+# without an event boundary is not what it claims, and gets passed through unstripped.
+_MAX_PENDING = 256 * 1024
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
@@ -187,9 +189,15 @@ class Call:
                 self.state.drop = False
                 return _cut_usage_event(chunk)
             return chunk
-        if self.mode == 3 and self.collected_size < _MAX_COLLECT:
-            self.collected.append(chunk)
-            self.collected_size += len(chunk)
+        if self.mode == 3:
+            if self.collected_size < _MAX_COLLECT:
+                self.collected.append(chunk)
+                self.collected_size += len(chunk)
+        elif self.mode == 1:  # strip mode that gave up holding bytes back
+            try:
+                self.parser.feed(chunk)  # type: ignore[union-attr]
+            except Exception:
+                return self.give_up(chunk)
         return chunk
 
     def _feed_strip(self, chunk: bytes) -> bytes:
@@ -208,6 +216,10 @@ class Call:
                 if at >= 0 and at + len(sep) > end:
                     end = at + len(sep)
             if end < 0:
+                if len(buf) > _MAX_PENDING:
+                    self.mode = 1  # hand everything over, parse without stripping from now on
+                    self.parser.feed(buf)  # type: ignore[union-attr]
+                    return buf
                 self.pending = buf
                 return b""
             if end == len(buf):

@@ -153,3 +153,12 @@ def test_closed_mid_stream_is_incomplete() -> None:
     sent, _ = chat_stream()
     _, attributes = run([sent[:40]], strip=False, closed_early=True)
     assert attributes[sc.SPANMETER_USAGE_STATUS] == sc.USAGE_INCOMPLETE
+
+
+def test_a_stream_without_event_boundaries_is_never_held_back_for_long() -> None:
+    # 300 KB of "events" separated by single newlines: not SSE as announced. The app must get it.
+    line = b'data: {"x":"' + b"y" * 1000 + b'"}\n'
+    chunks = [line] * 300
+    out, attributes = run(chunks, strip=True)
+    assert out == b"".join(chunks)
+    assert attributes[sc.SPANMETER_USAGE_STATUS] == sc.USAGE_MISSING
