@@ -103,8 +103,6 @@ def _bases(dockerfile: Path) -> list[str]:
     return [m.group(1) for line in dockerfile.read_text().splitlines() if (m := re.match(r"FROM\s+(\S+)", line))]
 
 
-@pytest.mark.xfail(strict=True, reason="collector/Dockerfile (issue 4) runs on gcr.io/distroless/static-debian12:nonroot, "
-                                       "a moving tag: pin it by digest (...:nonroot@sha256:...), then drop this mark")
 def test_collector_base_images_are_pinned():
     for base in _bases(REPO / "collector" / "Dockerfile"):
         name, _, digest = base.partition("@")
