@@ -70,6 +70,9 @@ A model named `error-<status>` (e.g. `error-429`, `error-500`) answers with that
 provider's error body. Error answers carry `x-should-retry: false`, which the openai and anthropic
 SDKs honour, so tests are not slowed by retries.
 
+An OpenAI chat request's `service_tier` of `flex`, `priority` or `scale` is echoed in the
+response (else `"default"`), as OpenAI reports the tier it served.
+
 Response models: `gpt-4o-mini` -> `gpt-4o-mini-2024-07-18` and `gpt-4o` -> `gpt-4o-2024-08-06`
 (OpenAI answers with the dated snapshot); every other model is echoed (or `response_model`).
 Ids are `chatcmpl-fake-000001`, `resp_fake_000002`, `msg_fake_000003`, `gemini-fake-000004`
@@ -326,6 +329,7 @@ class FakeProvider:
         rid = f"{'cmpl' if legacy else 'chatcmpl'}-fake-{self._next_id():06d}"
         kind = "text_completion" if legacy else "chat.completion"
         finish = plan.finish_reason or u.finish or "stop"
+        tier = body.get("service_tier") if body.get("service_tier") in ("flex", "priority", "scale") else "default"
         usage = {
             "prompt_tokens": u.input,
             "completion_tokens": u.output,
@@ -363,7 +367,7 @@ class FakeProvider:
                     "model": plan.response_model,
                     "choices": choices,
                     "usage": usage,
-                    "service_tier": "default",
+                    "service_tier": tier,
                     "system_fingerprint": "fp_fake",
                 },
             )
@@ -377,7 +381,7 @@ class FakeProvider:
                 "object": kind,
                 "created": CREATED,
                 "model": plan.response_model,
-                "service_tier": "default",
+                "service_tier": tier,
                 "system_fingerprint": "fp_fake",
                 "choices": choices,
             }

@@ -14,7 +14,9 @@ reasoning), converting each provider's own meaning:
   output = candidates + thoughts; tool-use prompt tokens are billed as input and added to it
   (so that input + output equals `totalTokenCount`).
 
-A count the provider did not report is left out, never written as 0.
+A count the provider did not report is left out, never written as 0; sub-counts (cache reads
+and writes, reasoning) are written only when non-zero, and the OpenAI service tier only when
+not "default" (each span attribute costs the SDK about a microsecond).
 """
 
 from __future__ import annotations
@@ -268,6 +270,19 @@ def _set(out: dict[str, Any], key: str, value: Any) -> None:
         out[key] = value
 
 
+def _sub(out: dict[str, Any], key: str, value: Any) -> None:
+    # Sub-counts (cache read/write, reasoning) only when non-zero: each span attribute costs the
+    # OpenTelemetry SDK ~1 µs, and a reported 0 and an absent sub-count bill the same.
+    if type(value) is int and value > 0:
+        out[key] = value
+
+
+def _tier(out: dict[str, Any], value: Any) -> None:
+    # Only a non-default service tier (flex, priority, scale) changes the price.
+    if isinstance(value, str) and value and value != "default":
+        out[sc.OPENAI_RESPONSE_SERVICE_TIER] = value
+
+
 def openai_usage(usage: Any, out: dict[str, Any]) -> bool:
     """Chat/legacy-completions/embeddings `usage` (prompt_tokens/completion_tokens)."""
     if not isinstance(usage, dict):
@@ -285,14 +300,14 @@ def openai_usage(usage: Any, out: dict[str, Any]) -> bool:
         return False
     details = usage.get("prompt_tokens_details")
     if isinstance(details, dict):
-        _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
+        _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
         if "cache_write_tokens" in details:  # OpenRouter reports cache writes of the models behind it
-            _set(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details["cache_write_tokens"])
+            _sub(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details["cache_write_tokens"])
     elif "prompt_cache_hit_tokens" in usage:  # DeepSeek
-        _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.get("prompt_cache_hit_tokens"))
+        _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.get("prompt_cache_hit_tokens"))
     details = usage.get("completion_tokens_details")
     if isinstance(details, dict):
-        _set(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
+        _sub(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
     return True
 
 
@@ -308,10 +323,10 @@ def responses_usage(usage: Any, out: dict[str, Any]) -> bool:
     _set(out, sc.GEN_AI_USAGE_OUTPUT_TOKENS, outp)
     details = usage.get("input_tokens_details")
     if isinstance(details, dict):
-        _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
+        _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
     details = usage.get("output_tokens_details")
     if isinstance(details, dict):
-        _set(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
+        _sub(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
     return True
 
 
@@ -328,8 +343,8 @@ def anthropic_usage(usage: Any, out: dict[str, Any]) -> bool:
     if raw_in is not None:
         out[sc.GEN_AI_USAGE_INPUT_TOKENS] = raw_in + (read or 0) + (write or 0)
     _set(out, sc.GEN_AI_USAGE_OUTPUT_TOKENS, outp)
-    _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, read)
-    _set(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, write)
+    _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, read)
+    _sub(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, write)
     return True
 
 
@@ -347,8 +362,8 @@ def gemini_usage(meta: Any, out: dict[str, Any]) -> bool:
         out[sc.GEN_AI_USAGE_INPUT_TOKENS] = prompt + (tool or 0)
     if cands is not None or thoughts is not None:
         out[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = (cands or 0) + (thoughts or 0)
-    _set(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, meta.get("cachedContentTokenCount"))
-    _set(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, thoughts)
+    _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, meta.get("cachedContentTokenCount"))
+    _sub(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, thoughts)
     return True
 
 
@@ -389,7 +404,7 @@ def extract_body(shape: str, obj: Any, out: dict[str, Any]) -> bool:
         reasons = _choice_finish_reasons(obj.get("choices"))
         if reasons:
             out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
-        _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
+        _tier(out, obj.get("service_tier"))
         return openai_usage(obj.get("usage"), out)
     if shape == EMBEDDINGS:
         _set_str(out, sc.GEN_AI_RESPONSE_MODEL, obj.get("model"))
@@ -416,7 +431,7 @@ def _set_str(out: dict[str, Any], key: str, value: Any) -> None:
 
 def _responses_object(obj: dict[str, Any], out: dict[str, Any]) -> bool:
     _common(obj, out)
-    _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
+    _tier(out, obj.get("service_tier"))
     details = obj.get("incomplete_details")
     if isinstance(details, dict) and isinstance(details.get("reason"), str):
         out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [details["reason"]]
@@ -471,7 +486,7 @@ class ChatStream:
             obj = loads(self.first)
             if isinstance(obj, dict):
                 _common(obj, out)
-                _set_str(out, sc.OPENAI_RESPONSE_SERVICE_TIER, obj.get("service_tier"))
+                _tier(out, obj.get("service_tier"))
         reasons: dict[int, str] = {}
         usage: Any = None
         seen = set(map(id, self.finishes))

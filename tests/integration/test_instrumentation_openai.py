@@ -57,18 +57,21 @@ def base(fake, streaming: bool, model: str = "gpt-4o-mini", operation: str = "ch
 
 
 def chat_result(fake, streaming: bool, rid: str, **usage: int) -> dict:
-    return {
+    result = {
         **base(fake, streaming),
         sc.GEN_AI_RESPONSE_ID: rid,
         sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
         sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
-        sc.OPENAI_RESPONSE_SERVICE_TIER: "default",
         sc.GEN_AI_USAGE_INPUT_TOKENS: usage["input"],
         sc.GEN_AI_USAGE_OUTPUT_TOKENS: usage["output"],
-        sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: usage.get("cached", 0),
-        sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: usage.get("reasoning", 0),
         sc.SPANMETER_USAGE_STATUS: "reported",
     }
+    # Sub-counts appear when non-zero; the "default" service tier does not appear.
+    if usage.get("cached"):
+        result[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage["cached"]
+    if usage.get("reasoning"):
+        result[sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage["reasoning"]
+    return result
 
 
 def assert_no_content(span) -> None:
@@ -131,7 +134,6 @@ def test_chat_stream_injection_disabled_records_missing_not_zero(fake, client, m
         sc.GEN_AI_RESPONSE_ID: chunks[0].id,
         sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
         sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
-        sc.OPENAI_RESPONSE_SERVICE_TIER: "default",
         sc.SPANMETER_USAGE_STATUS: "missing",
     }
 
@@ -158,6 +160,12 @@ def test_chat_async_and_async_stream(fake, exporter, aclient) -> None:
     assert attrs(second) == chat_result(fake, True, chunks[0].id, input=FRESH_INPUT, output=5)
 
 
+def test_service_tier_travels_with_the_usage(fake, exporter, client) -> None:
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, service_tier="flex", stream=True))
+    a = attrs(only_span(exporter))
+    assert (a[sc.OPENAI_REQUEST_SERVICE_TIER], a[sc.OPENAI_RESPONSE_SERVICE_TIER]) == ("flex", "flex")
+
+
 def test_multiple_choices_finish_reasons(fake, exporter, client) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, n=2, max_tokens=3)
     a = attrs(only_span(exporter))
@@ -179,7 +187,6 @@ def test_stream_closed_half_way_is_incomplete(fake, exporter, client) -> None:
         **base(fake, True),
         sc.GEN_AI_RESPONSE_ID: first.id,
         sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
-        sc.OPENAI_RESPONSE_SERVICE_TIER: "default",
         sc.SPANMETER_USAGE_STATUS: "incomplete",
     }
     assert span.status.status_code.name == "UNSET"  # abandoning is the app's choice, not an error
@@ -248,7 +255,6 @@ def responses_result(fake, streaming: bool, rid: str) -> dict:
         **base(fake, streaming),
         sc.GEN_AI_RESPONSE_ID: rid,
         sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
-        sc.OPENAI_RESPONSE_SERVICE_TIER: "default",
         sc.GEN_AI_USAGE_INPUT_TOKENS: 40,
         sc.GEN_AI_USAGE_OUTPUT_TOKENS: 25,
         sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 30,

@@ -167,6 +167,14 @@ def test_openai_compatible_variants() -> None:
     assert out[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 20
 
 
+def test_zero_sub_counts_and_default_tier_are_left_out() -> None:
+    ok, out = extract(
+        P.CHAT_COMPLETIONS,
+        {"service_tier": "default", "usage": {"prompt_tokens": 5, "completion_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}},
+    )
+    assert ok and out == {sc.GEN_AI_USAGE_INPUT_TOKENS: 5, sc.GEN_AI_USAGE_OUTPUT_TOKENS: 0}
+
+
 def test_missing_usage_is_not_zero() -> None:
     ok, out = extract(P.CHAT_COMPLETIONS, {"id": "x", "model": "m", "choices": []})
     assert not ok
@@ -285,7 +293,7 @@ def sse(*objs: object) -> bytes:
 
 
 def test_chat_stream_with_usage_chunk() -> None:
-    base = {"id": "c1", "model": "gpt-4o-mini-2024-07-18", "service_tier": "default"}
+    base = {"id": "c1", "model": "gpt-4o-mini-2024-07-18", "service_tier": "priority"}
     stream = sse(
         {**base, "choices": [{"index": 0, "delta": {"content": "SECRET"}, "finish_reason": None}], "usage": None},
         {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
@@ -297,7 +305,7 @@ def test_chat_stream_with_usage_chunk() -> None:
     assert out == {
         sc.GEN_AI_RESPONSE_ID: "c1",
         sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini-2024-07-18",
-        sc.OPENAI_RESPONSE_SERVICE_TIER: "default",
+        sc.OPENAI_RESPONSE_SERVICE_TIER: "priority",
         sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
         sc.GEN_AI_USAGE_INPUT_TOKENS: 9,
         sc.GEN_AI_USAGE_OUTPUT_TOKENS: 3,
