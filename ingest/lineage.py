@@ -33,12 +33,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from operator import attrgetter
 
 from .records import Attribution, UsageRecord
 
 _LIMIT = 200_000
 _MAX_DEPTH = 64  # ancestor walk bound: guards against cyclic parent links in hostile input
 _FIELDS = Attribution.__slots__
+_SNAPSHOT = attrgetter(*_FIELDS)  # an Attribution's fields as one tuple, in C
 
 
 class _Bounded(OrderedDict):
@@ -157,7 +159,7 @@ class Lineage:
     def _fill(self, key: bytes, attribution: Attribution, start: bytes) -> bool:
         """Fill `attribution` from `start` up, nearest first; wait on the first ancestor not seen.
         Returns whether any field was filled."""
-        before = [getattr(attribution, name) for name in _FIELDS]
+        before = _SNAPSHOT(attribution)
         ancestor = start
         for _ in range(_MAX_DEPTH):
             if not ancestor or attribution.complete():
@@ -182,13 +184,13 @@ class Lineage:
             ancestor, lent = entry
             if lent is not None:
                 attribution.fill_from(lent)
-        return before != [getattr(attribution, name) for name in _FIELDS]
+        return before != _SNAPSHOT(attribution)
 
 
 def _fill_from(attribution: Attribution, lent: Attribution) -> bool:
-    before = [getattr(attribution, name) for name in _FIELDS]
+    before = _SNAPSHOT(attribution)
     attribution.fill_from(lent)
-    return before != [getattr(attribution, name) for name in _FIELDS]
+    return before != _SNAPSHOT(attribution)
 
 
 class SiblingCalls:

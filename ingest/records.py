@@ -64,14 +64,23 @@ class Attribution:
 
     def fill_from(self, other: Attribution) -> None:
         """Take every field this one lacks from `other` (an ancestor's attribution)."""
-        for name in self.__slots__:
-            if not getattr(self, name):
-                value = getattr(other, name)
-                if value:
-                    setattr(self, name, value)
+        # Spelled out rather than a loop over __slots__: the ingest calls this per span.
+        if not self.user_id and other.user_id:
+            self.user_id = other.user_id
+        if not self.session_id and other.session_id:
+            self.session_id = other.session_id
+        if not self.conversation_id and other.conversation_id:
+            self.conversation_id = other.conversation_id
+        if not self.feature and other.feature:
+            self.feature = other.feature
+        if not self.team and other.team:
+            self.team = other.team
+        if not self.agent and other.agent:
+            self.agent = other.agent
 
     def complete(self) -> bool:
-        return all(getattr(self, name) for name in self.__slots__)
+        return bool(self.user_id and self.session_id and self.conversation_id and self.feature
+                    and self.team and self.agent)
 
 
 @dataclass(slots=True)

@@ -65,6 +65,50 @@ class _Bounded(OrderedDict):
             return self.popitem(last=False)
         return None
 
+    def trim(self) -> None:
+        """Forget the oldest entries past `limit` (after a batch of plain `d[key] = value`)."""
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class _Generations:
+    """A set of at most about `limit` keys that forgets its older half at once.
+
+    For the millions of keys the writer remembers: a key costs one set entry (~90 bytes with the
+    key itself) instead of an ordered-dict node (~150), and adding a batch is one `set.update`.
+    `newest_forgotten_ns` is the newest event time among forgotten keys: the floor under which a
+    key must be looked up in the table instead.
+    """
+
+    __slots__ = ("limit", "half", "new", "old", "new_ns", "old_ns", "newest_forgotten_ns")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.half = max(limit // 2, 1)
+        self.new: set[bytes] = set()
+        self.old: set[bytes] = set()
+        self.new_ns = self.old_ns = 0  # the newest event time in each generation
+        self.newest_forgotten_ns = 0
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self.new or key in self.old
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.old)
+
+    def update(self, keys: list[bytes], newest_ns: int = 0) -> None:
+        start = 0
+        while start < len(keys):
+            if len(self.new) >= self.half:
+                if self.old:
+                    self.newest_forgotten_ns = max(self.newest_forgotten_ns, self.old_ns)
+                self.old, self.old_ns = self.new, self.new_ns
+                self.new, self.new_ns = set(), 0
+            room = self.half - len(self.new)
+            self.new.update(keys[start:start + room])
+            self.new_ns = max(self.new_ns, newest_ns)
+            start += room
+
 
 class Writer:
     def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
@@ -78,12 +122,12 @@ class Writer:
         self._cond = threading.Condition()
         self._running = False
         self._thread: threading.Thread | None = None
-        # key -> event time (ns) of rows known to be stored.
-        self._stored = _Bounded(settings.dedupe_keys)
+        # Keys of rows known to be stored.
+        self._stored = _Generations(settings.dedupe_keys)
         # Keys older than this were possibly forgotten: check the table for them.
         self._floor_ns = 0
         self._uncertain: set[bytes] = set()
-        self._covered = _Bounded(settings.dedupe_keys)
+        self._covered = _Generations(settings.dedupe_keys)
         self._rows = _Bounded(_CANCELLABLE_ROWS)  # key -> counted record
         self._covered_now: set[bytes] = set()
         # Attribution lent by spans that arrive after the rows they attribute (see lineage.py).
@@ -108,8 +152,7 @@ class Writer:
     def _load_recent(self) -> None:
         since = time.time_ns() - _RECENT_HOURS * 3600 * 10**9
         keys = self.store.recent_keys(since, self._stored.limit)
-        for key in reversed(keys):
-            self._stored.put(key, since)
+        self._stored.update(keys[::-1], since)
         # Anything older than the window, or beyond what was loaded, is checked in the table.
         self._floor_ns = since if len(keys) < self._stored.limit else time.time_ns()
 
@@ -195,11 +238,13 @@ class Writer:
     def _select(self, batch: list[_Submission]) -> tuple[list[UsageRecord], list[Outcome], list[bytes]]:
         """Decide which records are new facts; returns (rows to insert, outcomes, cancelled keys)."""
         # One table look-up for every key the memory cannot vouch for.
+        # A key forgotten had an event time at or under the floor, so "at" is doubtful too.
+        floor, uncertain = self._floor_ns, self._uncertain
         doubtful = [
             r.trace_id + r.span_id
             for s in batch
             for r in s.records
-            if r.event_time_ns < self._floor_ns or (r.trace_id + r.span_id) in self._uncertain
+            if r.event_time_ns <= floor or (uncertain and (r.trace_id + r.span_id) in uncertain)
         ]
         in_table = self.store.existing_keys(doubtful) if doubtful else set()
 
@@ -212,6 +257,10 @@ class Writer:
         self._lineage.begin()
         self._siblings.begin()
         fresh: dict[bytes, UsageRecord] = {}  # rows of this batch, not inserted yet
+        # The memories do not change while a batch is selected: test their sets directly.
+        stored_new, stored_old = self._stored.new, self._stored.old
+        covered_new, covered_old = self._covered.new, self._covered.old
+        counted = self._rows
         for submission in batch:
             outcome = Outcome()
             newly_covered: list[bytes] = []
@@ -220,12 +269,12 @@ class Writer:
                                              cancelled))
             for record in submission.records:
                 key = record.trace_id + record.span_id
-                if key in seen or key in self._stored or key in in_table:
+                if key in seen or key in stored_new or key in stored_old or key in in_table:
                     outcome.duplicates += 1
                     continue
                 seen.add(key)
                 parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
-                if key in self._covered or key in covered_now:
+                if key in covered_new or key in covered_old or key in covered_now:
                     # An ancestor of a call already counted: the leaf holds its usage.
                     outcome.covered += 1
                     newly_covered.append(key)
@@ -244,7 +293,7 @@ class Writer:
                     # Its parent was counted earlier in this very batch: drop that row.
                     dropped.add(parent)
                 elif parent:
-                    earlier = self._lineage.latest(parent) or self._rows.get(parent)
+                    earlier = self._lineage.latest(parent) or counted.get(parent)
                     if earlier is not None and parent not in cancelled:
                         # The parent was counted before its deeper leaf arrived: take it back out.
                         rows.append(replace(earlier, sign=-1))
@@ -268,16 +317,16 @@ class Writer:
                 parent = parents.get(parent)
 
     def _remember(self, rows: list[UsageRecord], cancelled: list[bytes]) -> None:
-        for record in rows:
-            if record.sign < 0:
-                continue
-            key = record.trace_id + record.span_id
-            evicted = self._stored.put(key, record.event_time_ns)
-            if evicted is not None:
-                self._floor_ns = max(self._floor_ns, evicted[1])
-            self._rows.put(key, record)
-            self._uncertain.discard(key)
-        for key in self._covered_now:
-            self._covered.put(key, None)
+        facts = [r for r in rows if r.sign > 0]
+        keys = [r.trace_id + r.span_id for r in facts]
+        self._stored.update(keys, max((r.event_time_ns for r in facts), default=0))
+        self._floor_ns = max(self._floor_ns, self._stored.newest_forgotten_ns)
+        counted = self._rows
+        for key, record in zip(keys, facts):
+            counted[key] = record
+        counted.trim()
+        if self._uncertain:
+            self._uncertain.difference_update(keys)
+        self._covered.update(list(self._covered_now))
         for key in cancelled:
-            self._rows.pop(key, None)
+            counted.pop(key, None)

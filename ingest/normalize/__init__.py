@@ -152,7 +152,7 @@ def normalize(spans: list[Span], *, max_attribute_length: int = 4096) -> Normali
                 break
             parent_found = extracted.get(ancestor)
             if parent_found is not None:
-                record.attribution.fill_from(_attribution(parent_found[0]))
+                _fill_from_found(record.attribution, parent_found[0])
         problem = _invalid(record, max_attribute_length)
         if problem:
             result.rejected += 1
@@ -199,6 +199,22 @@ def _attribution(found: Extracted) -> Attribution:
     )
 
 
+def _fill_from_found(attribution: Attribution, found: Extracted) -> None:
+    """`attribution.fill_from(_attribution(found))` without building the Attribution (per span)."""
+    if not attribution.user_id and found.user_id:
+        attribution.user_id = found.user_id
+    if not attribution.session_id and found.session_id:
+        attribution.session_id = found.session_id
+    if not attribution.conversation_id and found.conversation_id:
+        attribution.conversation_id = found.conversation_id
+    if not attribution.feature and found.feature:
+        attribution.feature = found.feature
+    if not attribution.team and found.team:
+        attribution.team = found.team
+    if not attribution.agent and found.agent:
+        attribution.agent = found.agent
+
+
 def _usage(found: Extracted) -> TokenUsage:
     cache_read = found.cache_read or 0
     cache_write = found.cache_write or 0
@@ -227,7 +243,7 @@ def _record(span: Span, found: Extracted, source: str) -> UsageRecord:
         trace_id=span.trace_id,
         span_id=span.span_id,
         event_time_ns=span.start_ns,
-        service_name=str(service) if service is not None else "",
+        service_name=service if service.__class__ is str else str(service) if service is not None else "",
         provider=found.provider or "",
         operation=found.operation or "",
         request_model=found.request_model or "",
@@ -253,12 +269,16 @@ _MAX_REPORTED_COST = 10**6  # Decimal(18, 12) holds less than a million dollars 
 
 def _invalid(record: UsageRecord, limit: int) -> str:
     """Why a record cannot be stored as it is, or "" when it can."""
-    for name in _STRING_FIELDS:
-        if len(getattr(record, name)) > limit:
-            return f"{name} longer than {limit} characters"
-    for name in Attribution.__slots__:
-        if len(getattr(record.attribution, name)) > limit:
-            return f"{name} longer than {limit} characters"
+    a = record.attribution
+    if max(len(record.service_name), len(record.provider), len(record.operation), len(record.request_model),
+           len(record.response_model), len(a.user_id), len(a.session_id), len(a.conversation_id),
+           len(a.feature), len(a.team), len(a.agent)) > limit:
+        for name in _STRING_FIELDS:
+            if len(getattr(record, name)) > limit:
+                return f"{name} longer than {limit} characters"
+        for name in Attribution.__slots__:
+            if len(getattr(a, name)) > limit:
+                return f"{name} longer than {limit} characters"
     usage = record.usage
     if max(usage.input, usage.output, usage.cache_read, usage.cache_write, usage.reasoning) > _MAX_TOKENS:
         return "token count out of range"

@@ -71,6 +71,8 @@ def token_count(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     """A token count, or None when absent or unknown (negative counts mean unknown in old SDKs)."""
     for key in keys:
         value = attrs.get(key)
+        if value.__class__ is int:  # the usual case, first: every span pays for this call
+            return value if value >= 0 else None
         if value is None or isinstance(value, bool):
             continue
         try:
@@ -84,11 +86,35 @@ def token_count(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
 
 
 def text(attrs: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    value = first(attrs, keys)
-    if value is None or isinstance(value, list):
-        return None
-    value = str(value)
-    return value or None
+    for key in keys:  # `first`, inlined: text() is called a dozen times per span
+        value = attrs.get(key)
+        if value is not None:
+            if value.__class__ is str:
+                return value or None
+            if isinstance(value, list):
+                return None
+            value = str(value)
+            return value or None
+    return None
+
+
+_KEY_INDEX: tuple[Any, str] = (None, "")  # (attributes, "\n" + their keys joined by "\n")
+
+
+def has_key_prefix(attrs: dict[str, Any], prefix: str) -> bool:
+    """Whether any key of `attrs` starts with `prefix`: `any(k.startswith(prefix) for k in attrs)`.
+
+    Several normalizers ask this of every span; one string of the span's keys, built once and
+    kept for the next question about the same attributes, answers each in a substring search.
+    """
+    global _KEY_INDEX
+    index = _KEY_INDEX
+    if index[0] is not attrs:
+        index = (attrs, "\n" + "\n".join(attrs))
+        _KEY_INDEX = index
+    if "\n" + prefix not in index[1]:
+        return False
+    return any(k.startswith(prefix) for k in attrs)  # a key holding "\n" could fake a match
 
 
 def money(attrs: dict[str, Any], keys: tuple[str, ...]) -> Decimal | None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from ..records import Span
 from ._literal import dig, mapping
-from .base import Extracted, canonical_provider, text
+from .base import Extracted, canonical_provider, has_key_prefix, text
 
 NAME = "langsmith"
 _META = "langsmith.metadata."
 
 
 def _ours(span: Span) -> bool:
-    return any(k.startswith("langsmith.") for k in span.attributes)
+    return has_key_prefix(span.attributes, "langsmith.")
 
 
 def extract(span: Span) -> Extracted | None:

@@ -15,7 +15,7 @@ placeholder output tokens to message_delta's cumulative count (over-reports by ~
 from __future__ import annotations
 
 from ..records import Span
-from .base import Extracted, text, token_count
+from .base import Extracted, has_key_prefix, text, token_count
 
 NAME = "openllmetry"
 
@@ -35,7 +35,7 @@ def _ours(span: Span) -> bool:
     if scope.startswith(_SCOPE_PREFIX) and scope[len(_SCOPE_PREFIX):].split(".", 1)[0] in _PACKAGES:
         return True
     a = span.attributes
-    return "traceloop.span.kind" in a or "llm.request.type" in a or any(k.startswith(_ASSOC) for k in a)
+    return "traceloop.span.kind" in a or "llm.request.type" in a or has_key_prefix(a, _ASSOC)
 
 
 def extract(span: Span) -> Extracted | None:

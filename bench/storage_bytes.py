@@ -1,0 +1,119 @@
+"""Bytes on disk per usage event, whole and per column, after OPTIMIZE FINAL, on realistic rows.
+
+    .venv/bin/python bench/storage_bytes.py                       # 10M events in a temporary store
+    .venv/bin/python bench/storage_bytes.py --rows 2000000 --keep /tmp/sm10m --json out.json
+
+Rows come from bench/workload.py's model (`usage_tables`: random 16-byte trace ids and 8-byte span
+ids, 3,000 Zipf-skewed users, hour-long sessions, traces of 1-10 calls, the model mix and token
+sizes of the throughput benchmark, exact costs), 30 days of them, inserted in chunks of 500k into
+a fresh embedded store with every migration applied, so the rollups fill through their views as
+in production. Then every table is merged (OPTIMIZE ... FINAL) and `system.parts` (active parts:
+bytes_on_disk, which includes marks, primary index and skip indexes) and `system.columns`
+(compressed bytes per column) are read. `--keep DIR` leaves the store for dashboard_queries.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.workload import usage_tables  # noqa: E402
+
+
+def fill(store, rows: int, seed: int) -> float:
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    for table in usage_tables(rows, seed=seed):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        store.client.raw_insert(store.usage_table, table.column_names, sink.getvalue().to_pybytes(), fmt="Arrow",
+                                settings={"async_insert": 0})
+    return time.perf_counter() - started
+
+
+def measure(store) -> dict:
+    db = store.database
+    tables = {}
+    for name, rows, disk, compressed, uncompressed, parts in store.query(
+        "SELECT table, sum(rows), sum(bytes_on_disk), sum(data_compressed_bytes), sum(data_uncompressed_bytes), count() "
+        "FROM system.parts WHERE database = {db:String} AND active GROUP BY table ORDER BY table", {"db": db}
+    ).rows:
+        tables[name] = {"rows": int(rows), "bytes_on_disk": int(disk), "compressed": int(compressed),
+                        "uncompressed": int(uncompressed), "parts": int(parts)}
+    columns = [
+        {"column": c, "type": t, "compressed": int(comp), "uncompressed": int(unc), "codec": codec}
+        for c, t, comp, unc, codec in store.query(
+            "SELECT name, type, data_compressed_bytes, data_uncompressed_bytes, compression_codec FROM system.columns "
+            "WHERE database = {db:String} AND table = 'usage_events' ORDER BY data_compressed_bytes DESC", {"db": db}
+        ).rows
+    ]
+    events = tables["usage_events"]["rows"]
+    return {
+        "events": events,
+        "bytes_per_event": tables["usage_events"]["bytes_on_disk"] / events,
+        "compressed_bytes_per_event": tables["usage_events"]["compressed"] / events,
+        "rollup_bytes_per_event": sum(v["bytes_on_disk"] for k, v in tables.items() if k in ("usage_hourly", "usage_daily")) / events,
+        "tables": tables,
+        "columns": [dict(c, per_event=c["compressed"] / events) for c in columns],
+    }
+
+
+def report(r: dict) -> str:
+    t = r["tables"]["usage_events"]
+    lines = [
+        f"usage_events: {r['events']:,} events, {t['parts']} parts after OPTIMIZE FINAL",
+        f"  {r['bytes_per_event']:.1f} bytes/event on disk ({t['bytes_on_disk'] / 2**20:,.1f} MiB), "
+        f"{r['compressed_bytes_per_event']:.1f} compressed column data, {t['uncompressed'] / r['events']:.1f} uncompressed",
+        f"  rollups (usage_hourly + usage_daily): {r['rollup_bytes_per_event']:.2f} bytes/event",
+        "  per column (compressed bytes/event, codec):",
+    ]
+    for c in r["columns"]:
+        lines.append(f"    {c['column']:20s} {c['per_event']:6.2f}  {c['codec'] or 'default (LZ4)'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", type=int, default=10_000_000)
+    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--keep", type=Path, help="build the store here and leave it (for dashboard_queries.py)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    from spanmeter.ingest.migrate import migrate
+    from spanmeter.ingest.store import Store
+
+    path = args.keep or Path(tempfile.mkdtemp(prefix="spanmeter-storage-"))
+    if args.keep and path.exists():
+        shutil.rmtree(path)
+    store = Store.connect(f"chdb://{path}")
+    try:
+        migrate(store)
+        seconds = fill(store, args.rows, args.seed)
+        started = time.perf_counter()
+        for table in ("usage_events", "usage_hourly", "usage_daily"):
+            store.command(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
+        result = measure(store)
+        result["fill_seconds"] = seconds
+        result["optimize_seconds"] = time.perf_counter() - started
+        print(report(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+    finally:
+        store.close()
+        if not args.keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
