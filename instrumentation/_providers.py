@@ -482,27 +482,37 @@ class ChatStream:
                 self.drop = True
 
     def finish(self, out: dict[str, Any]) -> bool:
-        if self.first is not None and self.first != b"[DONE]":
-            obj = loads(self.first)
-            if isinstance(obj, dict):
-                _common(obj, out)
-                _tier(out, obj.get("service_tier"))
+        # Newest first: the usage chunk and the finishing chunk also carry id and model, so the
+        # first chunk is parsed only when neither arrived (an abandoned stream).
         reasons: dict[int, str] = {}
         usage: Any = None
-        seen = set(map(id, self.finishes))
-        for data in [*self.finishes, *(d for d in self.recent if id(d) not in seen)]:
-            if data == b"[DONE]" or (b'"finish_reason"' not in data and b'"usage"' not in data):
+        meta: Any = None
+        for data in (*reversed(self.recent), *self.finishes):
+            if data == b"[DONE]":
+                continue
+            finishing = b'"finish_reason":"' in data or b'"finish_reason": "' in data
+            with_usage = usage is None and (b'"usage":{' in data or b'"usage": {' in data)
+            if not (finishing or with_usage):
                 continue
             obj = loads(data)
             if not isinstance(obj, dict):
                 continue
-            choices = obj.get("choices")
-            for choice in choices if isinstance(choices, list) else ():
-                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
-                    index = choice.get("index")
-                    reasons[index if type(index) is int else len(reasons)] = choice["finish_reason"]
-            if isinstance(obj.get("usage"), dict):
+            meta = meta or obj
+            if with_usage and isinstance(obj.get("usage"), dict):
                 usage = obj["usage"]
+            if finishing:
+                choices = obj.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                        index = choice.get("index")
+                        reasons[index if type(index) is int else len(reasons)] = choice["finish_reason"]
+            if usage is not None and reasons and not self.many:
+                break
+        if meta is None and self.first is not None and self.first != b"[DONE]":
+            meta = loads(self.first)
+        if isinstance(meta, dict):
+            _common(meta, out)
+            _tier(out, meta.get("service_tier"))
         if reasons:
             out[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
         self.final = openai_usage(usage, out)
