@@ -9,7 +9,12 @@ setup (a `TracerProvider` with a `BatchSpanProcessor` and an exporter that drops
 - `none`: no instrumentation (the baseline);
 - `spanmeter`: `SpanmeterInstrumentor` (HTTP layer, usage from the body);
 - `openai-v2`: `opentelemetry-instrumentation-openai-v2==2.4b0` (content capture off, its default);
-- `openllmetry`: Traceloop's `opentelemetry-instrumentation-openai==0.62.4` (TRACELOOP_TRACE_CONTENT=false).
+- `openllmetry`: Traceloop's `opentelemetry-instrumentation-openai==0.62.4` (TRACELOOP_TRACE_CONTENT=false);
+- `bare-span` (reference): no instrumentation, the benchmark itself wraps each call in one span
+  with the 12 attributes a usage span has: what the OpenTelemetry SDK alone costs any
+  one-span-per-call instrumentation, the floor under the three above;
+- `spanmeter-unsampled` (reference): spanmeter with an ALWAYS_OFF sampler, so the SDK records
+  nothing: spanmeter's own work (recognise, parse, attribute) without the SDK's span cost.
 
 The peers are installed into `bench/.venv-peers`, never into the main venv (their entry points
 would change what `opentelemetry-instrument` loads there); every scenario runs in that venv so
@@ -50,7 +55,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = HERE / ".venv-peers"
-SCENARIOS = ("none", "spanmeter", "openai-v2", "openllmetry")
+SCENARIOS = ("none", "spanmeter", "openai-v2", "openllmetry", "bare-span", "spanmeter-unsampled")
 PEER_PACKAGES = (
     "openai==3.51.0",
     "httpx2==2.16.2",
@@ -224,7 +229,7 @@ def report(meta: dict, table: dict, per_chunk: dict, per_chunk_noopt: dict, work
             )
     lines += ["", "| per streamed chunk | added median µs | added p99 µs | added CPU µs | without include_usage: added median µs |", "|---|---:|---:|---:|---:|"]
     for s in SCENARIOS[1:]:
-        c, d = per_chunk[s], per_chunk_noopt[s]
+        c, d = per_chunk[s], per_chunk_noopt[s]  # noqa: F841
         lines.append(f"| {s} | {c['added_median_us']:+.2f} | {c['added_p99_us']:+.2f} | {c['added_cpu_us']:+.2f} | {d['added_median_us']:+.2f} |")
     return "\n".join(lines)
 
@@ -249,9 +254,14 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
             exported.append(len(spans))
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider()
+    if scenario == "spanmeter-unsampled":
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+        provider = TracerProvider(sampler=ALWAYS_OFF)
+    else:
+        provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
-    if scenario == "spanmeter":
+    if scenario in ("spanmeter", "spanmeter-unsampled"):
         from spanmeter import SpanmeterInstrumentor
 
         SpanmeterInstrumentor().instrument(tracer_provider=provider)
@@ -271,6 +281,44 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
         client = openai.OpenAI(base_url="http://fake.invalid/v1", api_key="k", max_retries=0, http_client=httpx2.Client(transport=fake.transport(httpx2, cache=True)))
 
     create = client.chat.completions.create
+    if scenario == "bare-span":
+        from opentelemetry.trace import SpanKind
+
+        tracer = provider.get_tracer("bench")
+        plain_create = create
+        start = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "server.address": "fake.invalid",
+            "spanmeter.streaming": False,
+            "user.id": "u-1",
+        }
+        end = {
+            "gen_ai.response.id": "chatcmpl-1",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "gen_ai.response.finish_reasons": ("stop",),
+            "gen_ai.usage.input_tokens": 12,
+            "gen_ai.usage.output_tokens": 5,
+            "spanmeter.usage_status": "reported",
+        }
+
+        def create(**kwargs):  # type: ignore[no-untyped-def]
+            if not kwargs.get("stream"):
+                with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=start) as span:
+                    result = plain_create(**kwargs)
+                    span.set_attributes(end)
+                    return result
+            from opentelemetry import context, trace
+
+            span = tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=start)
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                result = plain_create(**kwargs)
+            finally:
+                context.detach(token)
+            return _spanned_stream(result, span, end)
+
     if workload in ("call", "call-socket"):
 
         def one() -> None:
@@ -302,6 +350,15 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
     provider.shutdown()  # flushes: every span of the run reaches the exporter
     total = n + max(n // 5, 20)
     return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "cpu_min_batch_us": min(batch_cpu), "spans_per_call": sum(exported) / total}
+
+
+def _spanned_stream(stream, span, end):  # type: ignore[no-untyped-def]
+    """bare-span for streams: the span ends with the iteration, as an SDK-level wrapper's does."""
+    try:
+        yield from stream
+    finally:
+        span.set_attributes(end)
+        span.end()
 
 
 if __name__ == "__main__":

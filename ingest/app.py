@@ -23,6 +23,7 @@ from google.rpc import status_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import decode as decode_stage
+from .api_admin import router as admin_router
 from .api_caps import router as caps_router
 from .caps import Caps
 from .config import Settings, get_settings
@@ -39,6 +40,7 @@ from .migrate import migrate
 from .normalize import normalize
 from .privacy import pseudonymize
 from .price import PriceBook
+from .price_history import record_prices
 from .store import QueryError, Store
 from .writer import Writer
 
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         state.store = store or Store.connect(settings.clickhouse_dsn, settings.database)
         migrate(state.store)
         state.prices = PriceBook.from_files(settings.prices_file)
+        _record_prices(state.store, state.prices)
         state.writer = Writer(state.store, settings, state.metrics)
         state.caps = Caps.from_settings(state.store, settings).watch(state.writer)
         state.writer.start()
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app = FastAPI(title="spanmeter ingest", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.include_router(admin_router)
     app.include_router(caps_router)
 
     @app.post("/v1/traces")
@@ -220,6 +224,14 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     raise TypeError(type(value).__name__)
+
+
+def _record_prices(store: Store, prices: PriceBook) -> None:
+    # The rates rows are priced at, for SQL joins on price_version; the meter works without them.
+    try:
+        record_prices(store, prices)
+    except SpanmeterError as exc:
+        log.warning("rates not recorded in the prices table: %s", exc)
 
 
 def _engine(settings: Settings) -> str:

@@ -1,4 +1,4 @@
-"""The `spanmeter` command: serve, migrate, sql, report, prices, demo.
+"""The `spanmeter` command: serve, migrate, sql, report, prices, reprice, reconcile, backfill, demo.
 
 On the embedded store only one process may open the data path, so while `spanmeter serve` runs,
 `sql` and `report` go through its read-only SQL endpoint (`--url`); with a server DSN they query
@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .cli_prices import backfill, prices_app, reconcile, reprice
 from .config import Settings
 from .errors import ConfigError, SpanmeterError
 
@@ -165,6 +166,11 @@ def report(
          f"sum(sign) AS requests, sum(toInt64(input_tokens) * sign) AS input_tokens, sum(toInt64(output_tokens) * sign) AS output_tokens "
          f"FROM {db}.usage_events WHERE cost_usd IS NULL AND event_time >= {since} "
          f"GROUP BY provider, model, pricing_status HAVING requests != 0 ORDER BY requests DESC LIMIT {int(top)}"),
+        ("Estimated usage (backfilled from logs, tokens counted offline: included above, not reported by the provider)",
+         f"SELECT e.day AS day, e.provider AS provider, e.model AS model, sum(e.requests) AS requests, "
+         f"sum(e.input_tokens) AS input_tokens, sum(e.output_tokens) AS output_tokens, sum(e.cost_usd) AS cost_usd "
+         f"FROM {db}.estimated_usage AS e WHERE e.day >= {since} GROUP BY day, provider, model "
+         f"ORDER BY day DESC, cost_usd DESC LIMIT {int(top)}"),
     ]
     for title, query in sections:
         columns, rows = run_sql(query, dsn=dsn, url=url)
@@ -172,19 +178,11 @@ def report(
         typer.echo(format_table(columns, rows) if rows else "  (none)")
 
 
-@app.command()
-def prices(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. gpt-4o-mini or openai/gpt-4o-mini")],
-    provider: Annotated[Optional[str], typer.Option(help="Provider, e.g. openai, anthropic, gcp.gemini")] = None,
-    prices_file: Annotated[Optional[Path], typer.Option("--prices-file", envvar="SPANMETER_PRICES_FILE")] = None,
-) -> None:
-    """Show the rates spanmeter prices a model at."""
-    from .price import PriceBook, format_rates
-
-    rates = PriceBook.from_files(prices_file).describe(model, provider)
-    if not rates:
-        raise SpanmeterError(f"no price known for {model!r}: its calls are stored unpriced (cost NULL)")
-    typer.echo(format_rates(rates))
+# prices (show, list, diff, add, sync), reprice, reconcile, backfill: ingest/cli_prices.py
+app.add_typer(prices_app, name="prices")
+app.command()(reprice)
+app.command()(reconcile)
+app.command()(backfill)
 
 
 @app.command()

@@ -270,6 +270,17 @@ class Store:
         )
         return [_key_bytes(t) + _key_bytes(s) for t, s in result.rows]
 
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """One insert of `rows` into a table of this database other than usage_events (prices,
+        audit records); raise StoreUnavailable if it was not committed."""
+        if not rows:
+            return
+        target = f"{self.database}.{check_identifier(table.rsplit('.', 1)[-1])}"
+        try:
+            self._call(self.client.insert, target, rows, column_names=list(columns), settings={"async_insert": 0})
+        except (ClickHouseError, OSError) as exc:
+            raise StoreUnavailable(f"insert of {len(rows)} rows into {target} failed: {exc}") from exc
+
     def ping(self) -> bool:
         try:
             self._call(self.client.command, "SELECT 1")

@@ -13,6 +13,10 @@ is remembered as stored. The writer thread is the one place that decides what is
 - the leaf rule across exports: once a usage span is counted, its ancestors are "covered" and are
   not counted when they arrive later; if an ancestor was counted first (it ended before its
   child, as an SDK span may around a stream), a cancelling row (sign -1) takes it back out.
+
+Work that writes rows of its own over stored rows (repricing) runs on this same thread with
+`writer.call(fn)`, between two batches: nothing else inserts meanwhile, and `recount` tells the
+writer which figure a row now stands at, so a later leaf-rule cancel takes out the corrected row.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .config import Settings
 from .errors import Overloaded, StoreUnavailable
@@ -133,6 +139,7 @@ class Writer:
         # Attribution lent by spans that arrive after the rows they attribute (see lineage.py).
         self._lineage = Lineage()
         self._siblings = SiblingCalls()
+        self._calls: deque[tuple[Callable[[Writer], Any], Future]] = deque()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -148,6 +155,11 @@ class Writer:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._cond:
+            calls, self._calls = list(self._calls), deque()
+        for _, future in calls:
+            if not future.done():
+                future.set_exception(StoreUnavailable("the writer stopped"))
 
     def _load_recent(self) -> None:
         since = time.time_ns() - _RECENT_HOURS * 3600 * 10**9
@@ -180,6 +192,27 @@ class Writer:
             self._cond.notify_all()
         return submission.future
 
+    def call(self, fn: Callable[[Writer], Any]) -> Future:
+        """Run `fn(writer)` on the writer thread between two batches; the future holds its result.
+
+        For work that inserts rows over rows the writer may still act on (repricing's cancelling
+        and corrected rows): no batch is inserted while `fn` runs."""
+        future: Future = Future()
+        with self._cond:
+            if not self._running:
+                raise StoreUnavailable("the writer is not running")
+            self._calls.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    def recount(self, records: Iterable[UsageRecord]) -> None:
+        """Rows now standing in for stored rows of the same key (a repricing's corrected rows): a
+        later leaf-rule cancel of that key copies these, so it takes out the figure in force."""
+        for record in records:
+            key = record.trace_id + record.span_id
+            if record.sign > 0 and key in self._rows:
+                self._rows[key] = record
+
     # --- the writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -187,11 +220,24 @@ class Writer:
             batch = self._take_batch()
             if batch is None:
                 return
-            self._commit(batch)
+            self._run_calls()
+            if batch:
+                self._commit(batch)
+
+    def _run_calls(self) -> None:
+        with self._cond:
+            calls, self._calls = list(self._calls), deque()
+        for fn, future in calls:
+            try:
+                future.set_result(fn(self))
+            except Exception as exc:  # noqa: BLE001 - the caller hears about any failure
+                future.set_exception(exc)
 
     def _take_batch(self) -> list[_Submission] | None:
         with self._cond:
             while not self._pending:
+                if self._calls:
+                    return []
                 if not self._running:
                     return None
                 self._cond.wait()

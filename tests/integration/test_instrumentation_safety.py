@@ -219,3 +219,31 @@ def test_streaming_upload_body_is_never_read() -> None:
     assert seen == [b'{"model":"m","messages":[]}']
     a = attrs(only_span(exporter))
     assert sc.GEN_AI_REQUEST_MODEL not in a and a[sc.GEN_AI_RESPONSE_MODEL] == "m"
+
+
+def test_every_span_ends_exactly_once(fake, caplog) -> None:
+    """Read to the end then closed, closed twice, abandoned then collected: one end() each."""
+    import gc
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="opentelemetry.sdk.trace")
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k", max_retries=0)
+    with instrumented() as exporter:
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        list(stream)
+        stream.close()
+        stream.close()
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"fake": {"chunks": 30}})
+        next(iter(stream))
+        stream.close()
+        del stream
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"fake": {"chunks": 30}})
+        next(iter(stream))
+        del stream
+        gc.collect()
+        with httpx2.Client() as raw, raw.stream("POST", fake.openai_base_url + "/chat/completions", json={"model": "m", "stream": True}) as response:
+            response.read()
+            response.close()
+    statuses = sorted(attrs(s)[sc.SPANMETER_USAGE_STATUS] for s in exporter.get_finished_spans())
+    assert statuses == ["incomplete", "incomplete", "reported", "reported"]
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]
