@@ -117,8 +117,13 @@ def has_key_prefix(attrs: dict[str, Any], prefix: str) -> bool:
     return any(k.startswith(prefix) for k in attrs)  # a key holding "\n" could fake a match
 
 
+_COST_QUANTUM = Decimal("1e-12")  # the stored precision (Decimal(18, 12))
+_COST_BOUND = Decimal(10**6)  # beyond what one call can cost: left as is, refused at validation
+
+
 def money(attrs: dict[str, Any], keys: tuple[str, ...]) -> Decimal | None:
-    """A reported cost as an exact Decimal (through str, so 0.1 stays 0.1)."""
+    """A reported cost as an exact Decimal at the stored precision (through str, so 0.1 stays
+    0.1; a float's noise like ...99999994 rounds away at 12 places)."""
     value = first(attrs, keys)
     if value is None or isinstance(value, bool):
         return None
@@ -126,7 +131,10 @@ def money(attrs: dict[str, Any], keys: tuple[str, ...]) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         return None
-    return amount if amount.is_finite() and amount >= 0 else None
+    if not amount.is_finite() or amount < 0:
+        return None
+    # quantize() of a huge amount would need more digits than the context holds (InvalidOperation).
+    return amount.quantize(_COST_QUANTUM) if amount < _COST_BOUND else amount
 
 
 # Deprecated gen_ai.system values -> gen_ai.provider.name values.

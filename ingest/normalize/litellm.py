@@ -16,14 +16,12 @@ reported cost.
 
 from __future__ import annotations
 
-from decimal import Decimal
 
 from ..records import Span
 from ._literal import dig, mapping
 from .base import Extracted, canonical_provider, money, text
 
 NAME = "litellm"
-_COST_QUANTUM = Decimal("1e-12")  # the stored precision; drops float noise like ...99999994
 _OPERATIONS = {"completion": "chat", "acompletion": "chat", "embedding": "embeddings", "aembedding": "embeddings"}
 
 
@@ -61,7 +59,7 @@ def extract(span: Span) -> Extracted | None:
         cache_write=_count(usage.get("cache_creation_input_tokens"))
         or _count(dig(usage, "prompt_tokens_details", "cache_creation_tokens")),
         reasoning=_count(dig(usage, "completion_tokens_details", "reasoning_tokens")),
-        reported_cost=cost.quantize(_COST_QUANTUM) if cost is not None else None,
+        reported_cost=cost,
         streaming=_bool(a.get("llm.is_streaming")),
         user_id=text(a, ("metadata.user_api_key_end_user_id", "llm.user", "gen_ai.user",
                          "metadata.user_api_key_user_id")),
