@@ -115,6 +115,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             await app.state.writer.submit(result.records, result.links)
         except SpanmeterError as exc:
             return _error(exc, kind, settings, metrics)
+        except Exception as exc:  # noqa: BLE001 - a bug must never lose data
+            # OTLP exporters drop a batch on 500 but retry 503: an unexpected failure here is
+            # ours, not the sender's, so it is answered as retryable and logged loudly.
+            log.exception("unexpected failure while ingesting an export")
+            return _error(StoreUnavailable(f"internal error: {type(exc).__name__}"), kind, settings, metrics)
         if result.rejected:
             metrics.rejected.inc(result.rejected)
             log.info("export: %d spans rejected: %s", result.rejected, "; ".join(result.messages[:5]))
