@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # (ingest/privacy.py). Unset: user ids are stored as sent.
     user_id_key: SecretStr | None = None
     prices_file: Path | None = None
+    # Where a batch waits while it is inserted (default: beside the embedded store, else .spanmeter/).
+    state_dir: Path | None = None
 
     # Limits (413 past them). The decompressed limit also bounds gzip bombs.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -197,15 +197,29 @@ class Store:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Insert one batch in one statement; raise StoreUnavailable if it was not committed."""
-        if not records:
-            return
-        table = usage_arrow(records)
+    def insert_usage(self, records: Sequence[UsageRecord], token: str | None = None) -> None:
+        """Insert one batch in one statement; raise StoreUnavailable if it was not committed.
+
+        With a `token`, re-sending the same batch with the same token after a failure writes only
+        what is missing, in the table and in every rollup (see 0010_alter_usage_deduplication_window).
+        """
+        if records:
+            self.insert_usage_arrow(usage_arrow(records), token)
+
+    def insert_usage_arrow(self, table: Any, token: str | None = None) -> None:
+        settings = _INSERT_SETTINGS
+        if token:
+            settings = {**_INSERT_SETTINGS, "insert_deduplication_token": token,
+                        "deduplicate_blocks_in_dependent_materialized_views": 1}
         try:
-            self._call(self.client.insert_arrow, self.usage_table, table, settings=_INSERT_SETTINGS)
-        except (ClickHouseError, OSError, pa.ArrowException) as exc:
-            raise StoreUnavailable(f"insert of {len(records)} usage rows failed: {exc}") from exc
+            self._call(self.client.insert_arrow, self.usage_table, table, settings=settings)
+        except pa.ArrowException as exc:
+            raise QueryError(f"usage rows could not be encoded: {exc}") from exc
+        except (ClickHouseError, OSError) as exc:
+            error = _classify(exc)
+            if isinstance(error, QueryError):
+                raise QueryError(f"insert of {table.num_rows} usage rows refused: {error}", error.code) from exc
+            raise StoreUnavailable(f"insert of {table.num_rows} usage rows failed: {exc}") from exc
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         try:

@@ -14,6 +14,15 @@ is remembered as stored. The writer thread is the one place that decides what is
   not counted when they arrive later; if an ancestor was counted first (it ended before its
   child, as an SDK span may around a stream), a cancelling row (sign -1) takes it back out.
 
+An insert is not atomic across the rollups' materialized views: it can fail after the events
+part is written (disk full, ClickHouse killed). So every batch carries a fresh
+insert_deduplication_token and is written to a pending file before the insert. When an insert
+fails for a transient reason, its requests get 503 at once, but the writer holds the batch and
+re-sends it, identical and with the same token, before anything else (new requests get 503 until
+it lands): ClickHouse writes only the parts that are missing, in the table and in each rollup,
+and the batch's bookkeeping (keys, leaf rule, attribution) is completed only then. A pending
+file found at start (the process was killed mid-insert) is re-sent the same way.
+
 Work that writes rows of its own over stored rows (repricing) runs on this same thread with
 `writer.call(fn)`, between two batches: nothing else inserts meanwhile, and `recount` tells the
 writer which figure a row now stands at, so a later leaf-rule cancel takes out the corrected row.
@@ -23,20 +32,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from .config import Settings
 from .errors import Overloaded, StoreUnavailable
 from .lineage import Lineage, SiblingCalls
 from .metrics import Metrics
 from .records import UsageRecord
-from .store import Store
+from .store import QueryError, Store, normalize_dsn, usage_arrow
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +70,16 @@ class _Submission:
     records: list[UsageRecord]
     links: list[tuple[bytes, bytes]]  # (key, parent key) of spans without usage
     future: Future = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A batch whose insert failed transiently: re-sent as it is until it lands."""
+
+    rows: list[UsageRecord]
+    cancelled: list[bytes]
+    table: Any  # the Arrow table, byte for byte what was sent
+    token: str
 
 
 class _Bounded(OrderedDict):
@@ -140,10 +164,13 @@ class Writer:
         self._lineage = Lineage()
         self._siblings = SiblingCalls()
         self._calls: deque[tuple[Callable[[Writer], Any], Future]] = deque()
+        self._held: _Held | None = None
+        self._pending_file = pending_file(settings)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._replay_pending_file()
         self._load_recent()
         self._running = True
         self._thread = threading.Thread(target=self._run, name="spanmeter-writer", daemon=True)
@@ -160,6 +187,37 @@ class Writer:
         for _, future in calls:
             if not future.done():
                 future.set_exception(StoreUnavailable("the writer stopped"))
+
+    def _replay_pending_file(self) -> None:
+        """Re-send a batch whose insert a killed process never saw finish (same token: only what
+        is missing is written)."""
+        path = self._pending_file
+        if not path.exists():
+            return
+        try:
+            with pa.OSFile(str(path), "rb") as source:
+                table = pa.ipc.open_file(source).read_all()
+        except (OSError, pa.ArrowException) as exc:
+            # Written to a temporary name and renamed: a torn file was never sent at all.
+            log.warning("ignoring unreadable pending batch %s: %s", path, exc)
+            path.unlink(missing_ok=True)
+            return
+        token = (table.schema.metadata or {}).get(b"token", b"").decode()
+        self.store.insert_usage_arrow(table, token or None)
+        log.warning("re-sent a pending batch of %d rows left by an interrupted insert", table.num_rows)
+        path.unlink(missing_ok=True)
+
+    def _write_pending_file(self, table: Any, token: str) -> None:
+        path = self._pending_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        schema = table.schema.with_metadata({**(table.schema.metadata or {}), b"token": token.encode()})
+        with pa.OSFile(str(tmp), "wb") as sink:
+            with pa.ipc.new_file(sink, schema) as out:
+                out.write_table(table.replace_schema_metadata(schema.metadata))
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
 
     def _load_recent(self) -> None:
         since = time.time_ns() - _RECENT_HOURS * 3600 * 10**9
@@ -220,9 +278,44 @@ class Writer:
             batch = self._take_batch()
             if batch is None:
                 return
+            if self._held is not None and not self._repair():
+                self._fail(batch, StoreUnavailable("ClickHouse unavailable: an earlier batch is still being stored"))
+                continue
             self._run_calls()
             if batch:
                 self._commit(batch)
+
+    def _repair(self) -> bool:
+        """Re-send the held batch; complete its bookkeeping once it lands."""
+        held = self._held
+        try:
+            self.store.insert_usage_arrow(held.table, held.token)
+        except StoreUnavailable as exc:
+            log.info("held batch of %d rows still not stored: %s", len(held.rows), exc)
+            return False
+        except QueryError as exc:  # refused outright now: it was never written, drop it
+            log.error("held batch of %d rows refused, dropped (its exports will be retried): %s", len(held.rows), exc)
+            self._held = None
+            self._forget_batch(held.rows)
+            return True
+        self._held = None
+        self._pending_file.unlink(missing_ok=True)
+        self._remember(held.rows, held.cancelled)
+        self._siblings.committed()
+        log.warning("held batch of %d rows stored after a failed insert", len(held.rows))
+        return True
+
+    def _fail(self, batch: list[_Submission], error: Exception) -> None:
+        for submission in batch:
+            if not submission.future.done():
+                submission.future.set_exception(error)
+
+    def _forget_batch(self, rows: list[UsageRecord]) -> None:
+        """A batch that was not stored: undo what selecting it changed, and doubt its keys."""
+        self._lineage.failed()
+        self._siblings.failed()
+        for record in rows:
+            self._uncertain.add(record.trace_id + record.span_id)
 
     def _run_calls(self) -> None:
         with self._cond:
@@ -240,6 +333,10 @@ class Writer:
                     return []
                 if not self._running:
                     return None
+                if self._held is not None:
+                    # Retry the held batch about once a second, traffic or not.
+                    self._cond.wait(1.0)
+                    return []
                 self._cond.wait()
             deadline = time.monotonic() + self.max_wait
             while self._running and self._queued_rows < self.max_rows:
@@ -259,21 +356,34 @@ class Writer:
     def _commit(self, batch: list[_Submission]) -> None:
         try:
             rows, outcomes, cancelled = self._select(batch)
-            started = time.perf_counter()
-            self.store.insert_usage(rows)
-            self.metrics.insert_seconds.observe(time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about any failure
-            self._lineage.failed()
-            self._siblings.failed()
-            for submission in batch:
-                for record in submission.records:
-                    self._uncertain.add(record.trace_id + record.span_id)
+            self._forget_batch([r for s in batch for r in s.records])
             error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc))
-            log.warning("usage batch of %d requests not committed: %s", len(batch), error)
-            for submission in batch:
-                if not submission.future.done():
-                    submission.future.set_exception(error)
+            log.warning("usage batch of %d requests not selected: %s", len(batch), error)
+            self._fail(batch, error)
             return
+        if rows:
+            table, token = usage_arrow(rows), uuid.uuid4().hex
+            try:
+                self._write_pending_file(table, token)
+                started = time.perf_counter()
+                self.store.insert_usage_arrow(table, token)
+                self.metrics.insert_seconds.observe(time.perf_counter() - started)
+            except StoreUnavailable as exc:
+                # Perhaps partly written (events but not every rollup): hold it and re-send it
+                # as it is, before anything else.
+                self._held = _Held(rows, cancelled, table, token)
+                log.warning("usage batch of %d requests not committed, held for re-sending: %s", len(batch), exc)
+                self._fail(batch, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - refused outright or not sent: nothing written
+                self._pending_file.unlink(missing_ok=True)
+                self._forget_batch([r for s in batch for r in s.records])
+                error = StoreUnavailable(str(exc))
+                log.error("usage batch of %d requests refused: %s", len(batch), exc)
+                self._fail(batch, error)
+                return
+            self._pending_file.unlink(missing_ok=True)
         self._remember(rows, cancelled)
         self._siblings.committed()
         for submission, outcome in zip(batch, outcomes):
@@ -376,3 +486,14 @@ class Writer:
         self._covered.update(list(self._covered_now))
         for key in cancelled:
             counted.pop(key, None)
+
+
+def pending_file(settings: Settings) -> Path:
+    """Where a batch waits while it is being inserted: beside the embedded store's data, else in
+    `SPANMETER_STATE_DIR` (default .spanmeter/)."""
+    if settings.state_dir is not None:
+        return Path(settings.state_dir) / "pending-batch.arrow"
+    if settings.is_embedded:
+        data = Path(normalize_dsn(settings.clickhouse_dsn)[len("chdb://"):])
+        return data.parent / f"{data.name}-pending-batch.arrow"
+    return Path(".spanmeter") / "pending-batch.arrow"

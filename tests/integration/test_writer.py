@@ -86,19 +86,68 @@ def test_a_parent_counted_before_its_leaf_is_cancelled(store):
     assert store.query(f"SELECT sum(requests), sum(input_tokens) FROM {store.database}.usage_daily").rows[0] == (1, 100)
 
 
-def test_a_failed_insert_fails_every_waiter_and_is_not_remembered(store, monkeypatch):
+def test_a_failed_insert_fails_every_waiter_then_lands_once(store, monkeypatch):
     writer = make_writer(store)
     result = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
-    original = store.insert_usage
+    original = store.insert_usage_arrow
 
-    def broken(rows):
+    def broken(table, token=None):
         raise StoreUnavailable("ClickHouse is down")
 
-    monkeypatch.setattr(store, "insert_usage", broken)
+    monkeypatch.setattr(store, "insert_usage_arrow", broken)
     with pytest.raises(StoreUnavailable):
         submit(writer, result)
-    monkeypatch.setattr(store, "insert_usage", original)
-    assert submit(writer, result).stored == 1  # the retry is stored, once
+    # While the failed batch is held, new work is refused too: it would only pile up.
+    with pytest.raises(StoreUnavailable):
+        submit(writer, export([chat(2, 1, model="gpt-4o", input=5, output=1)]))
+    monkeypatch.setattr(store, "insert_usage_arrow", original)
+    # The held batch is re-sent first; the exporter's retry then finds its rows stored.
+    assert submit(writer, result).duplicates == 1
+    assert submit(writer, result).duplicates == 1
+    writer.stop()
+    assert net(store) == ((1, 100), (1, 100))
+
+
+def test_an_insert_that_fails_between_the_events_and_a_rollup_is_completed_not_doubled(store):
+    """The soak's finding: the events part commits, a view's part does not (disk full, a kill).
+    A view that fails until a flag is set reproduces it on real ClickHouse."""
+    db = store.database
+    store.command(f"CREATE TABLE {db}.flag (x UInt8) ENGINE = MergeTree ORDER BY x")
+    store.command(f"CREATE TABLE {db}.zz_boom (n UInt64) ENGINE = MergeTree ORDER BY n")
+    # Named to sort after usage_daily_mv and usage_hourly_mv: those run first and succeed.
+    store.command(
+        f"CREATE MATERIALIZED VIEW {db}.zz_boom_mv TO {db}.zz_boom AS "
+        f"SELECT throwIf((SELECT count() FROM {db}.flag) = 0, 'disk full') + count() AS n FROM {db}.usage_events"
+    )
+    writer = make_writer(store)
+    result = export([chat(1, 1, model="gpt-4o", input=100, output=1), chat(1, 2, model="gpt-4o", input=7, output=1)])
+    with pytest.raises(StoreUnavailable):
+        submit(writer, result)
+    events = store.query(f"SELECT count() FROM {db}.usage_events").rows[0][0]
+    assert events == 2  # the partial write really happened: events in, a view's part not
+    store.command(f"INSERT INTO {db}.flag VALUES (1)")
+    assert submit(writer, result).duplicates == 2  # held batch re-sent first, then the retry
+    writer.stop()
+    assert net(store) == ((2, 107), (2, 107))
+    hourly = store.query(f"SELECT sum(requests), sum(input_tokens) FROM {db}.usage_hourly").rows[0]
+    assert hourly == (2, 107)
+    assert store.query(f"SELECT count() FROM {db}.zz_boom").rows[0][0] == 1
+
+
+def test_a_batch_pending_when_the_process_died_is_re_sent_at_start(store, tmp_path):
+    from spanmeter.ingest.store import usage_arrow
+
+    settings = Settings(clickhouse_dsn="chdb://unused", database=store.database, batch_max_wait_ms=5,
+                        state_dir=tmp_path)
+    result = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
+    for record in result.records:
+        record.pricing_status = "unknown_model"
+    # A killed process left its batch on disk; the insert may or may not have happened: both.
+    writer = Writer(store, settings, Metrics())
+    writer._write_pending_file(usage_arrow(result.records), "token-1")
+    store.insert_usage(result.records, token="token-1")
+    writer.start()
+    assert not (tmp_path / "pending-batch.arrow").exists()
     assert submit(writer, result).duplicates == 1
     writer.stop()
     assert net(store) == ((1, 100), (1, 100))
