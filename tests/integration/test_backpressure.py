@@ -97,17 +97,17 @@ def test_clickhouse_out_of_disk_gives_503_then_recovers_without_loss(small_disk)
 
 
 def test_store_failing_gives_503_with_retry_after_and_the_retry_lands_once(client, store, settings, monkeypatch):
-    original = store.insert_usage
+    original = store.insert_usage_arrow
 
-    def down(rows):
+    def down(table, token=None):
         raise StoreUnavailable("ClickHouse is down")
 
-    monkeypatch.setattr(store, "insert_usage", down)
+    monkeypatch.setattr(store, "insert_usage_arrow", down)
     body = export(1, 2)
     refused = client.post("/v1/traces", content=body, headers=PB)
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == str(settings.retry_after_seconds)
-    monkeypatch.setattr(store, "insert_usage", original)
+    monkeypatch.setattr(store, "insert_usage_arrow", original)
     assert client.post("/v1/traces", content=body, headers=PB).status_code == 200
     assert client.post("/v1/traces", content=body, headers=PB).status_code == 200  # a replay
     rows = lambda q: store.query(q).rows  # noqa: E731
@@ -131,15 +131,15 @@ def test_full_queue_gives_429_with_retry_after_and_stays_bounded(small_queue_cli
     client = small_queue_client
     writer = client.app.state.writer
     release, inserting = threading.Event(), threading.Event()
-    original = store.insert_usage
+    original = store.insert_usage_arrow
     peak = [0]
 
-    def held(rows):
+    def held(table, token=None):
         inserting.set()
         release.wait(30)
-        return original(rows)
+        return original(table, token)
 
-    monkeypatch.setattr(store, "insert_usage", held)
+    monkeypatch.setattr(store, "insert_usage_arrow", held)
     bodies = [export(100 + i, 3) for i in range(12)]
     with ThreadPoolExecutor(12) as pool:
         first = pool.submit(client.post, "/v1/traces", content=bodies[0], headers=PB)

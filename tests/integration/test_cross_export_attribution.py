@@ -82,15 +82,15 @@ def test_the_nearest_ancestor_wins_and_a_set_user_is_never_rewritten(writer, sto
 def test_a_failed_commit_of_the_ancestor_is_corrected_on_its_retry(writer, store, monkeypatch):
     submit(writer, export([chat(4, 2, parent=1, model="gpt-4o-mini", input=9, output=1)]))
     root = export([span("root", 4, 1, attrs={"user.id": "erin"})])
-    original = store.insert_usage
+    original = store.insert_usage_arrow
 
-    def broken(rows):
+    def broken(table, token=None):
         raise StoreUnavailable("ClickHouse is down")
 
-    monkeypatch.setattr(store, "insert_usage", broken)
+    monkeypatch.setattr(store, "insert_usage_arrow", broken)
     with pytest.raises(StoreUnavailable):
         submit(writer, root)
-    monkeypatch.setattr(store, "insert_usage", original)
+    monkeypatch.setattr(store, "insert_usage_arrow", original)
     submit(writer, root)
     writer.stop()
     assert by_user(store) == {"erin": (1, 9)}

@@ -87,14 +87,14 @@ def test_queue_depth_shows_rows_waiting_behind_a_slow_insert(client, store, monk
     """While one batch's insert is held, the next request's rows wait in the queue: the gauge shows
     them, and drops to 0 once both are committed."""
     release, inserting = threading.Event(), threading.Event()
-    original = store.insert_usage
+    original = store.insert_usage_arrow
 
-    def slow_insert(rows):
+    def slow_insert(table, token=None):
         inserting.set()
         release.wait(30)
-        return original(rows)
+        return original(table, token)
 
-    monkeypatch.setattr(store, "insert_usage", slow_insert)
+    monkeypatch.setattr(store, "insert_usage_arrow", slow_insert)
     bodies = [
         to_protobuf([chat(10, 1, model="gpt-4o-mini", input=1, output=1)]),
         to_protobuf([chat(11, n, model="gpt-4o-mini", input=1, output=1) for n in range(1, 4)]),
