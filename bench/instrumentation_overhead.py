@@ -2,6 +2,7 @@
 
     python bench/instrumentation_overhead.py                 # full run (creates bench/.venv-peers)
     python bench/instrumentation_overhead.py --quick         # fewer rounds, for a smoke test
+    python bench/instrumentation_overhead.py --instructions  # instructions per call, under valgrind
 
 Scenarios, all with the same `openai` SDK, the same fake provider and the same OpenTelemetry SDK
 setup (a `TracerProvider` with a `BatchSpanProcessor` and an exporter that drops spans):
@@ -120,10 +121,15 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("SCENARIO", "WORKLOAD", "N"))
     parser.add_argument("--core", type=int)
     parser.add_argument("--url")
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind instead of timing")
     args = parser.parse_args()
     if args.worker:
         scenario, workload, n = args.worker
-        print(json.dumps(worker(scenario, workload, int(n), args.core, args.url)))
+        print(json.dumps(worker(scenario, workload, int(n), args.core, args.url, args.warmup)))
+        return
+    if args.instructions:
+        instructions(args)
         return
 
     sys.path.insert(0, str(REPO))
@@ -211,6 +217,51 @@ def main() -> None:
     print(report(meta, table, per_chunk, per_chunk_noopt, list(sizes)))
 
 
+def instructions(args: argparse.Namespace) -> None:
+    """Instructions executed per call, counted by valgrind (cachegrind): exact and load-independent.
+
+    Each (scenario, workload) runs twice under `valgrind --tool=cachegrind --cache-sim=no`, with
+    n1 and n2 measured calls after the same warm-up; (I(n2) - I(n1)) / (n2 - n1) is the whole
+    process's instruction count per call, the batch processor's thread included.
+    """
+    import re as _re
+
+    python = peers_python()
+    plan = {"call": (10, 60), "stream-1": (10, 60), "stream-201": (2, 8), "stream-201-noopt": (2, 8)}
+    counts: dict[tuple[str, str], float] = {}
+    for workload, (n1, n2) in plan.items():
+        for scenario in SCENARIOS:
+            refs = []
+            for n in (n1, n2):
+                out = subprocess.run(
+                    ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                     str(python), str(Path(__file__).resolve()), "--worker", scenario, workload, str(n), "--warmup", "10"],
+                    capture_output=True, text=True, env={**os.environ, "PYTHONMALLOC": "malloc", "TRACELOOP_TRACE_CONTENT": "false"},
+                    timeout=3600,
+                )
+                match = _re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
+                if out.returncode != 0 or not match:
+                    raise RuntimeError(f"valgrind {scenario}/{workload} failed:\n{out.stderr[-2000:]}")
+                refs.append(int(match.group(1).replace(",", "")))
+            counts[(scenario, workload)] = (refs[1] - refs[0]) / (n2 - n1)
+            print(f"{workload} {scenario}: {counts[(scenario, workload)]:,.0f} instructions/call", file=sys.stderr)
+    lines = ["| workload | scenario | instructions per call | added vs none |", "|---|---|---:|---:|"]
+    for workload in plan:
+        for scenario in SCENARIOS:
+            value = counts[(scenario, workload)]
+            lines.append(f"| {workload} | {scenario} | {value:,.0f} | {value - counts[('none', workload)]:+,.0f} |")
+    lines += ["", "| per streamed chunk (stream-201 - stream-1) / 200 | added instructions | without include_usage |", "|---|---:|---:|"]
+    for scenario in SCENARIOS[1:]:
+        def added(w: str) -> float:
+            return counts[(scenario, w)] - counts[("none", w)]
+
+        lines.append(f"| {scenario} | {(added('stream-201') - added('stream-1')) / 200:+,.0f} | {(added('stream-201-noopt') - added('stream-1')) / 200:+,.0f} |")
+    path = args.json.with_name("instrumentation_instructions.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({f"{s}/{w}": v for (s, w), v in counts.items()}, indent=2))
+    print("\n".join(lines))
+
+
 def report(meta: dict, table: dict, per_chunk: dict, per_chunk_noopt: dict, workloads: list[str]) -> str:
     lines = [
         f"python {meta['python']}, {meta['cpus']} cores, worker pinned to core {meta['worker_core']}, "
@@ -237,7 +288,7 @@ def report(meta: dict, table: dict, per_chunk: dict, per_chunk_noopt: dict, work
 # --- worker: one scenario, one workload, in the peers venv ---------------------------------------
 
 
-def worker(scenario: str, workload: str, n: int, core: int | None, url: str | None) -> dict:
+def worker(scenario: str, workload: str, n: int, core: int | None, url: str | None, warmup: int | None = None) -> dict:
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
     import httpx2
@@ -332,7 +383,8 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
             for _ in create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"fake": {"chunks": chunks}}, **extra):
                 pass
 
-    for _ in range(max(n // 5, 20)):  # warm up: imports, caches, pydantic models
+    warmup = max(n // 5, 20) if warmup is None else warmup
+    for _ in range(warmup):  # warm up: imports, caches, pydantic models
         one()
     wall = []
     batch_cpu = []  # mean thread CPU time per call, per batch of `batch` calls
@@ -348,7 +400,7 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
             batch_cpu.append((time.thread_time_ns() - batch_start) / batch / 1000)
     cpu_per_call = (time.thread_time_ns() - cpu_start) / n / 1000
     provider.shutdown()  # flushes: every span of the run reaches the exporter
-    total = n + max(n // 5, 20)
+    total = n + warmup
     return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "cpu_min_batch_us": min(batch_cpu), "spans_per_call": sum(exported) / total}
 
 

@@ -11,8 +11,9 @@ argument (the base URL of spanmeter or a collector; `/v1/traces` is appended), t
 `http://127.0.0.1:4318` where `spanmeter serve` listens. Headers and the rest of the
 `OTEL_EXPORTER_OTLP_*` settings are read by the exporter itself.
 
-If the app already configured an SDK `TracerProvider` (or runs under `opentelemetry-instrument`),
-it is left as it is and only the instrumentation is added, exporting wherever that provider does.
+If the app already set a tracer provider (its own SDK setup, a vendor's, or
+`opentelemetry-instrument`'s), it is left as it is and only the instrumentation is added,
+exporting wherever that provider does.
 Calling it again returns the same provider.
 """
 
@@ -39,11 +40,11 @@ def instrument(
     inject_stream_usage: bool | None = None,
 ) -> Any:
     """Set up tracing to spanmeter and instrument LLM calls; returns the `TracerProvider` in use."""
-    from opentelemetry.sdk.trace import TracerProvider
-
     with _lock:
         provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
+        # Only when nothing is configured yet: an SDK provider, a vendor's provider, or a no-op
+        # one set on purpose (OTEL_SDK_DISABLED) is the app's choice and stays.
+        if isinstance(provider, trace.ProxyTracerProvider):
             provider = _new_provider(endpoint, service_name, headers)
             trace.set_tracer_provider(provider)
             # set_tracer_provider refuses to replace a provider set concurrently: use the winner.
