@@ -29,11 +29,11 @@ if str(REPO) not in sys.path:
 from bench.workload import usage_tables  # noqa: E402
 
 
-def fill(store, rows: int, seed: int) -> float:
+def fill(store, rows: int, seed: int, single_call_traces: bool = False) -> float:
     import pyarrow as pa
 
     started = time.perf_counter()
-    for table in usage_tables(rows, seed=seed):
+    for table in usage_tables(rows, seed=seed, single_call_traces=single_call_traces):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -87,6 +87,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--single-call-traces", action="store_true", help="every trace one call (worst case for trace ids)")
     p.add_argument("--keep", type=Path, help="build the store here and leave it (for dashboard_queries.py)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -99,12 +100,13 @@ def main() -> None:
     store = Store.connect(f"chdb://{path}")
     try:
         migrate(store)
-        seconds = fill(store, args.rows, args.seed)
+        seconds = fill(store, args.rows, args.seed, args.single_call_traces)
         started = time.perf_counter()
         for table in ("usage_events", "usage_hourly", "usage_daily"):
             store.command(f"OPTIMIZE TABLE {store.database}.{table} FINAL")
         result = measure(store)
         result["fill_seconds"] = seconds
+        result["single_call_traces"] = args.single_call_traces
         result["optimize_seconds"] = time.perf_counter() - started
         print(report(result))
         if args.json:

@@ -333,12 +333,14 @@ RATES = {
 }
 
 
-def usage_tables(rows: int, *, seed: int = 2, days: int = 30, end_ns: int | None = None, chunk: int = 500_000):
+def usage_tables(rows: int, *, seed: int = 2, days: int = 30, end_ns: int | None = None, chunk: int = 500_000,
+                 single_call_traces: bool = False):
     """Yield pyarrow Tables of `usage_events` rows (with `inserted_at`), `chunk` rows at a time,
     `rows` in all, spread over the `days` before `end_ns`; the distributions of the module docstring.
 
     Traces are generated whole (their calls are adjacent in time, share user, session, service,
     feature and conversation), then each chunk is sorted by time, as an ingest would write them.
+    `single_call_traces`: every trace one call (the worst case for trace id compression).
     """
     import pyarrow as pa
 
@@ -367,6 +369,8 @@ def usage_tables(rows: int, *, seed: int = 2, days: int = 30, end_ns: int | None
         n_traces = int(n_target / 2.5) + 16
         r = rng.random(n_traces)
         calls = np.where(r < 0.55, 1, np.where(r < 0.8, rng.integers(2, 4, n_traces), rng.integers(4, 11, n_traces)))
+        if single_call_traces:
+            calls = np.ones(n_target + 16, dtype=np.int64)
         calls = calls[: np.searchsorted(np.cumsum(calls), n_target) + 1]
         calls[-1] -= calls.sum() - n_target
         calls = calls[calls > 0]
