@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         _record_prices(state.store, state.prices)
         state.writer = Writer(state.store, settings, state.metrics)
         state.caps = Caps.from_settings(state.store, settings).watch(state.writer)
+        state.caps.preload()  # in the background: recent users' first checks answer from memory
         state.writer.start()
         log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)
         try:

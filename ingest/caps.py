@@ -23,8 +23,10 @@ ledger is loaded once from `usage_events` (primary key (user_id, event_time, ...
 look-back), then every batch the writer commits is applied to it (`watch` puts a thin observer
 between the writer and the store), so a call's cost is in the next check as soon as its export is
 acknowledged. Loads and commits share one lock, so a row is in a ledger's snapshot or in its
-deltas, never both. Rows written by another process (several ingest replicas on one ClickHouse)
-are picked up by a background reload after `refresh_seconds`; calendar rollovers reload at once.
+deltas, never both. Rows written by another process (several ingest replicas on one ClickHouse
+server) are picked up by a background reload after `refresh_seconds` (off with embedded chDB,
+which no other process can open); calendar rollovers reload at once. `preload()` loads every
+recently active user in a few grouped queries, so checks after a restart answer from memory.
 
 Concurrent checks for one user are serialised; a check with an estimated cost reserves it until
 the call's row lands (each landed row settles that user's oldest reservation) or the reservation
@@ -574,12 +576,6 @@ class _Sums:
     unpriced: int = 0
     estimated: int = 0
 
-    def add(self, pico: int, sign: int, unpriced: int, estimated: int) -> None:
-        self.pico += pico
-        self.calls += sign
-        self.unpriced += unpriced
-        self.estimated += estimated
-
 
 # An event kept in memory: (time ms, priced pico-dollars * sign, sign, unpriced sign, estimated sign).
 _Event = tuple[int, int, int, int, int]
@@ -601,16 +597,23 @@ class _Ledger:
     stale: bool = False  # reload before the next answer
 
     def apply(self, event: _Event) -> None:
-        t = event[0]
-        if event[2] > 0 and self.session_anchor is not None and t < self.session_anchor:
+        t, pico, sign, unpriced, estimated = event
+        if sign > 0 and self.session_anchor is not None and t < self.session_anchor:
             # A request older than the current session's start landed late (it started first but
             # finished last): it may move the whole chain, so fold it again from the table.
             self.stale = True
         for sums in self.calendar.values():
             if sums.start <= t < sums.end:
-                sums.add(*event[1:])
+                sums.pico += pico
+                sums.calls += sign
+                sums.unpriced += unpriced
+                sums.estimated += estimated
         if t >= self.exact_from:
-            bisect.insort(self.events, event)
+            events = self.events
+            if not events or event >= events[-1]:
+                events.append(event)  # the usual case: rows land roughly in time order
+            else:
+                bisect.insort(events, event)
 
     def windows(self, now_ms: int) -> list[WindowUsage] | None:
         """Each cap's usage at `now_ms`, or None when a calendar window rolled over (reload)."""
@@ -670,23 +673,74 @@ class _Ledger:
 
 class _WatchedStore:
     """The writer's store, seen through the caps engine: every committed batch is applied to the
-    cached ledgers under the same lock as ledger loads. Everything else passes through."""
+    cached ledgers under the same lock as ledger loads. Everything else passes through.
+
+    A failed insert may have written part of its batch (the writer re-sends it later with the
+    same deduplication token): the users in it are dropped from the cache instead, and so are
+    the users of a successful re-send, so their next read loads what the table really holds."""
 
     def __init__(self, store: Any, caps: Caps) -> None:
         self._store = store
         self._caps = caps
+        self._uncertain_tokens: OrderedDict[str, None] = OrderedDict()
 
-    def insert_usage(self, records: Sequence[UsageRecord]) -> None:
+    def insert_usage_arrow(self, table: Any, token: str | None = None) -> None:
+        caps = self._caps
+        with caps.commit_lock:
+            try:
+                self._store.insert_usage_arrow(table, token)
+            except BaseException:
+                if token:
+                    self._uncertain_tokens[token] = None
+                    while len(self._uncertain_tokens) > 1000:
+                        self._uncertain_tokens.popitem(last=False)
+                caps.forget_users(_arrow_rows(table, caps, users_only=True), settle=False)
+                raise
+            if token is not None and self._uncertain_tokens.pop(token, 0) is None:
+                caps.forget_users(_arrow_rows(table, caps, users_only=True), settle=True)
+            else:
+                caps.apply_rows(_arrow_rows(table, caps))
+
+    def insert_usage(self, records: Sequence[UsageRecord], token: str | None = None) -> None:
         with self._caps.commit_lock:
-            self._store.insert_usage(records)
+            if token is None:
+                self._store.insert_usage(records)
+            else:
+                self._store.insert_usage(records, token)
             self._caps.observe(records)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
 
+# A committed row as the engine needs it: (user, time ms, pico-dollars or None, sign, usage_status).
+_Row = tuple[str, int, int | None, int, str]
+
+
+def _arrow_rows(table: Any, caps: Caps, users_only: bool = False) -> list[_Row]:
+    """The rows of an Arrow batch (usage_events' columns) whose user the engine is tracking."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    users = table.column("user_id").to_pylist()
+    ledgers, reservations = caps._ledgers, caps._reservations
+    picked = [i for i, user in enumerate(users) if user in ledgers or user in reservations]
+    if not picked:
+        return []
+    if users_only:
+        return [(users[i], 0, None, 1, "") for i in picked]
+    sub = table.take(pa.array(picked, pa.int64()))
+    times = sub.column("event_time").cast(pa.int64()).to_pylist()
+    # Decimal(18, 12) times 10^12 is a whole number of pico-dollars: an exact cast.
+    cost = sub.column("cost_usd")
+    picos = pc.cast(pc.multiply(cost, pa.scalar(PICO, pa.decimal128(13, 0))), pa.int64()).to_pylist()
+    signs = sub.column("sign").to_pylist()
+    statuses = sub.column("usage_status").to_pylist()
+    return [(users[i], t, p, sg, st) for i, t, p, sg, st in zip(picked, times, picos, signs, statuses)]
+
+
 class Caps:
-    def __init__(self, store: Any, book: TierBook | None = None, *, refresh_seconds: float = 30.0,
+    def __init__(self, store: Any, book: TierBook | None = None, *, refresh_seconds: float | None = 30.0,
                  reservation_seconds: float = 60.0, max_users: int = 100_000,
                  clock: Callable[[], int] | None = None) -> None:
         self.store = store
@@ -709,10 +763,15 @@ class Caps:
 
     @classmethod
     def from_settings(cls, store: Any, settings: Any) -> Caps:
+        refresh = settings.caps_refresh_seconds
+        if refresh is None:
+            # Embedded chDB: only this process can open the store, so every row and setting goes
+            # through it and nothing needs reloading. A ClickHouse server may have other writers.
+            refresh = None if getattr(store, "embedded", False) else 30.0
         return cls(
             store,
             TierBook.load(settings.tiers_file),
-            refresh_seconds=settings.caps_refresh_seconds,
+            refresh_seconds=refresh,
             reservation_seconds=settings.caps_reservation_seconds,
             max_users=settings.caps_cache_users,
         )
@@ -804,28 +863,47 @@ class Caps:
     # --- the write stream -----------------------------------------------------------------------
 
     def observe(self, records: Iterable[UsageRecord]) -> None:
-        """Apply committed rows to the cached ledgers (call with `commit_lock` held)."""
+        """Apply committed records to the cached ledgers (call with `commit_lock` held)."""
         ledgers, reservations = self._ledgers, self._reservations
+        self.apply_rows(
+            (r.attribution.user_id, r.event_time_ns // 1_000_000,
+             None if r.cost_usd is None else int(r.cost_usd.scaleb(12)), r.sign, r.usage_status)
+            for r in records
+            if r.attribution.user_id in ledgers or r.attribution.user_id in reservations
+        )
+
+    def apply_rows(self, rows: Iterable[_Row]) -> None:
+        """Apply committed rows of tracked users (call with `commit_lock` held). Runs in the writer
+        thread for every batch, so it does as little as it can per row."""
+        reservations = self._reservations
+        by_user: dict[str, list[_Event]] = {}
         settled: dict[str, int] = {}
-        for r in records:
-            user = r.attribution.user_id
-            if not user:
-                continue
-            sign = r.sign
+        for user, t, pico, sign, status in rows:
             if sign > 0 and user in reservations:
                 settled[user] = settled.get(user, 0) + 1
-            ledger = ledgers.get(user)
-            if ledger is None:
-                continue
-            if r.cost_usd is None:
-                event = (r.event_time_ns // 1_000_000, 0, sign, sign, 0 if r.usage_status == "reported" else sign)
-            else:
-                pico = int(r.cost_usd.scaleb(12)) * sign
-                event = (r.event_time_ns // 1_000_000, pico, sign, 0, 0 if r.usage_status == "reported" else sign)
-            with ledger.lock:
-                ledger.apply(event)
+            estimated = 0 if status == "reported" else sign
+            event = (t, 0, sign, sign, estimated) if pico is None else (t, pico * sign, sign, 0, estimated)
+            by_user.setdefault(user, []).append(event)
+        for user, events in by_user.items():
+            ledger = self._ledgers.get(user)
+            if ledger is not None:
+                with ledger.lock:
+                    for event in events:
+                        ledger.apply(event)
         if settled:
             self._settle(settled)
+
+    def forget_users(self, rows: Iterable[_Row], *, settle: bool) -> None:
+        """Drop the ledgers of the users in `rows` (what was stored for them is not known here);
+        with `settle`, the rows did land and settle reservations."""
+        landed: dict[str, int] = {}
+        with self._ledgers_lock:
+            for user, _, _, sign, _ in rows:
+                self._ledgers.pop(user, None)
+                if sign > 0:
+                    landed[user] = landed.get(user, 0) + 1
+        if settle and landed:
+            self._settle(landed)
 
     def _settle(self, landed: Mapping[str, int]) -> None:
         # Each call that lands settles its user's oldest reservation: its cost is now spent.
@@ -874,7 +952,8 @@ class Caps:
                 self._ledgers.move_to_end(user_id)
         if ledger is None:
             return self._load(user_id, now)
-        if time.monotonic() - ledger.loaded_at > self.refresh_seconds and not ledger.refreshing:
+        refresh = self.refresh_seconds
+        if refresh is not None and time.monotonic() - ledger.loaded_at > refresh and not ledger.refreshing:
             ledger.refreshing = True
             self._schedule_refresh(user_id)
         return ledger
@@ -884,7 +963,7 @@ class Caps:
         plan = self.book.plan(config.tier, config.overrides)
         # Under the commit lock: no batch lands between the snapshot and its installation.
         with self.commit_lock:
-            ledger = self._snapshot(user_id, config, plan, now)
+            ledger = self._snapshots([user_id], {user_id: config}, plan, now)[user_id]
             with self._ledgers_lock:
                 self._ledgers[user_id] = ledger
                 self._ledgers.move_to_end(user_id)
@@ -893,15 +972,21 @@ class Caps:
         return ledger
 
     def _read_config(self, user_id: str) -> UserConfig:
+        return self._read_configs(user_id).get(user_id) or UserConfig()
+
+    def _read_configs(self, user_id: str | None) -> dict[str, UserConfig]:
+        """Settings of one user, or of every user that has any (`None`)."""
         import orjson
 
+        where = "WHERE user_id = {u:String} " if user_id is not None else ""
         rows = self.store.query(
-            f"SELECT setting, argMax(value, updated_at) FROM {self.store.database}.user_tiers "
-            "WHERE user_id = {u:String} GROUP BY setting",
-            {"u": user_id},
+            f"SELECT user_id, setting, argMax(value, updated_at) FROM {self.store.database}.user_tiers "
+            f"{where}GROUP BY user_id, setting",
+            {"u": user_id} if user_id is not None else None,
         ).rows
-        config = UserConfig()
-        for setting, value in rows:
+        configs: dict[str, UserConfig] = {}
+        for user, setting, value in rows:
+            config = configs.setdefault(user, UserConfig())
             try:
                 if setting == "tier":
                     config.tier = value or None
@@ -913,57 +998,118 @@ class Caps:
                     config.tokens_not_before_ms = int(value)
             except (CapsError, ValueError) as exc:
                 log.warning("ignoring a stored %s setting that no longer parses: %s", setting, exc)
-        return config
+        return configs
 
-    def _snapshot(self, user_id: str, config: UserConfig, plan: Plan, now: int) -> _Ledger:
+    def _snapshots(self, users: Sequence[str], configs: Mapping[str, UserConfig], plan: Plan,
+                   now: int) -> dict[str, _Ledger]:
+        """Ledgers of `users` (all on `plan`) from one grouped pass over their rows.
+
+        Per user: the session fold (from the look-back, requests up to now), calendar sums, and
+        the rows from the latest session start (or the rolling window's start) on. The primary
+        key (user_id, event_time, ...) bounds the read to these users and this look-back."""
         tz = zone(plan.timezone)
-        calendar = {c.window.kind: _Sums(*calendar_bounds(c.window.kind, now, tz))
-                    for c in plan.caps if c.window.kind in CALENDAR}
+        bounds = [(c.window.kind, calendar_bounds(c.window.kind, now, tz))
+                  for c in plan.caps if c.window.kind in CALENDAR]
         lookback = session_lookback_start(now)
         rolling_from = now - plan.max_rolling_ms
-        since = min([lookback, rolling_from, *(s.start for s in calendar.values())])
+        recent_from = min(lookback, rolling_from)
         params: dict[str, Any] = {
-            "u": user_id, "session_ms": plan.session_ms, "lookback": lookback,
-            "rolling_from": rolling_from, "since": since, "now": now,
+            "users": list(users), "session_ms": plan.session_ms, "lookback": lookback, "now": now,
+            "rolling_from": rolling_from, "recent_from": recent_from,
+            "since": min([recent_from, *(start for _, (start, _) in bounds)]),
         }
         sums_sql = []
-        for i, sums in enumerate(calendar.values()):
-            params[f"s{i}"], params[f"e{i}"] = sums.start, sums.end
+        for i, (_, (start, end)) in enumerate(bounds):
+            params[f"s{i}"], params[f"e{i}"] = start, end
             cond = f"ms >= {{s{i}:Int64}} AND ms < {{e{i}:Int64}}"
-            sums_sql.append(f"sumIf(priced, {cond}), sumIf(sg, {cond}), sumIf(unpriced, {cond}), "
+            sums_sql.append(f", sumIf(pico, {cond}), sumIf(sg, {cond}), sumIf(unpriced, {cond}), "
                             f"sumIf(estimated, {cond})")
         db = self.store.database
         sql = (
-            "WITH (SELECT arrayFold((acc, t) -> if(t >= acc + {session_ms:Int64}, t, acc), "
-            "        arraySort(groupArray(toUnixTimestamp64Milli(event_time))), -{session_ms:Int64}) "
-            f"      FROM {db}.usage_events WHERE user_id = {{u:String}} "
-            "        AND event_time >= fromUnixTimestamp64Milli({lookback:Int64}) "
-            "        AND event_time <= fromUnixTimestamp64Milli({now:Int64}) AND sign > 0) AS s0, "
-            "  least(if(s0 >= {lookback:Int64}, s0, {lookback:Int64}), {rolling_from:Int64}) AS exact_from "
-            "SELECT s0, exact_from, "
-            "  arraySort(groupArrayIf((ms, priced, sg, unpriced, estimated), ms >= exact_from))"
-            + "".join(", " + s for s in sums_sql)
-            + " FROM (SELECT toUnixTimestamp64Milli(event_time) AS ms, toInt64(sign) AS sg, "
-            "    toDecimal128(ifNull(cost_usd, toDecimal64(0, 12)), 12) * sign AS priced, "
-            "    if(cost_usd IS NULL, sign, 0) AS unpriced, if(usage_status != 'reported', sign, 0) AS estimated "
-            f"  FROM {db}.usage_events WHERE user_id = {{u:String}} "
-            "    AND event_time >= fromUnixTimestamp64Milli({since:Int64}))"
+            "SELECT user_id, s0, exact_from, arrayFilter(e -> e.1 >= exact_from, recent), * EXCEPT "
+            "  (user_id, s0, exact_from, recent) FROM ("
+            " SELECT user_id,"
+            "  arrayFold((acc, t) -> if(t >= acc + {session_ms:Int64}, t, acc), arraySort(groupArrayIf(ms, "
+            "    sg > 0 AND ms >= {lookback:Int64} AND ms <= {now:Int64})), -{session_ms:Int64}) AS s0,"
+            "  least(if(s0 >= {lookback:Int64}, s0, {lookback:Int64}), {rolling_from:Int64}) AS exact_from,"
+            "  arraySort(groupArrayIf((ms, pico, sg, unpriced, estimated), ms >= {recent_from:Int64})) AS recent"
+            + "".join(sums_sql)
+            + " FROM (SELECT user_id, toUnixTimestamp64Milli(event_time) AS ms, toInt64(sign) AS sg,"
+            # Decimal(18, 12) is stored as an Int64 count of 1e-12 dollars: exactly pico-dollars.
+            "   reinterpretAsInt64(ifNull(cost_usd, toDecimal64(0, 12))) * sg AS pico,"
+            "   if(cost_usd IS NULL, sg, 0) AS unpriced, if(usage_status != 'reported', sg, 0) AS estimated"
+            f"  FROM {db}.usage_events WHERE user_id IN {{users:Array(String)}}"
+            "   AND event_time >= fromUnixTimestamp64Milli({since:Int64}))"
+            " GROUP BY user_id)"
         )
-        row = self.store.query(sql, params).rows[0]
-        s0, exact_from, events = row[0], row[1], row[2]
-        events = [(int(t), _pico(p), int(s), int(u), int(e)) for t, p, s, u, e in events]
-        for i, sums in enumerate(calendar.values()):
-            p, n, u, e = row[3 + 4 * i: 7 + 4 * i]
-            sums.pico, sums.calls, sums.unpriced, sums.estimated = _pico(p), int(n), int(u), int(e)
-        return _Ledger(
-            config=config,
-            plan=plan,
-            calendar=calendar,
-            session_anchor=int(s0) if s0 >= lookback else None,
-            exact_from=int(exact_from),
-            events=events,
-            loaded_at=time.monotonic(),
-        )
+        rows = {row[0]: row for row in self.store.query(sql, params).rows}
+        loaded_at = time.monotonic()
+        ledgers = {}
+        for user in users:
+            row = rows.get(user)
+            calendar = {kind: _Sums(start, end) for kind, (start, end) in bounds}
+            if row is None:  # nothing in the look-back
+                anchor, exact_from, events = None, recent_from, []
+            else:
+                s0, exact_from, events = row[1], int(row[2]), [tuple(map(int, e)) for e in row[3]]
+                anchor = int(s0) if s0 >= lookback else None
+                for i, sums in enumerate(calendar.values()):
+                    sums.pico, sums.calls, sums.unpriced, sums.estimated = map(int, row[4 + 4 * i: 8 + 4 * i])
+            ledgers[user] = _Ledger(configs.get(user) or UserConfig(), plan, calendar, anchor, exact_from, events,
+                                    loaded_at)
+        return ledgers
+
+    def preload(self, *, background: bool = True, chunk: int = 2000) -> int | None:
+        """Load the ledgers of the users active in the look-back in a few grouped passes, so that
+        their first check after a start answers from memory. Users already loaded are kept."""
+        if background:
+            threading.Thread(target=self._preload_quietly, args=(chunk,), name="spanmeter-caps-preload",
+                             daemon=True).start()
+            return None
+        now = self.clock()
+        db = self.store.database
+        plan = self.book.plan(None)
+        since = min([session_lookback_start(now), now - plan.max_rolling_ms,
+                     *(calendar_bounds(c.window.kind, now, zone(plan.timezone))[0]
+                       for c in plan.caps if c.window.kind in CALENDAR)])
+        active = [r[0] for r in self.store.query(
+            f"SELECT user_id FROM {db}.usage_events WHERE event_time >= fromUnixTimestamp64Milli({{since:Int64}}) "
+            "AND user_id != '' GROUP BY user_id ORDER BY max(event_time) DESC LIMIT {n:UInt64}",
+            {"since": since, "n": self.max_users},
+        ).rows]
+        configs = self._read_configs(None)
+        groups: dict[tuple, list[str]] = {}
+        for user in dict.fromkeys([*configs, *active]):
+            config = configs.get(user) or UserConfig()
+            groups.setdefault((config.tier, repr(config.overrides)), []).append(user)
+        loaded = 0
+        for users in groups.values():
+            plan = self.book.plan(configs[users[0]].tier if users[0] in configs else None,
+                                  configs[users[0]].overrides if users[0] in configs else None)
+            for first in range(0, len(users), chunk):
+                with self.commit_lock:
+                    with self._ledgers_lock:
+                        todo = [u for u in users[first:first + chunk] if u not in self._ledgers]
+                    if not todo:
+                        continue
+                    ledgers = self._snapshots(todo, configs, plan, self.clock())
+                    with self._ledgers_lock:
+                        for user, ledger in ledgers.items():
+                            self._ledgers.setdefault(user, ledger)
+                        while len(self._ledgers) > self.max_users:
+                            self._ledgers.popitem(last=False)
+                loaded += len(todo)
+                if self._closed:
+                    return loaded
+        return loaded
+
+    def _preload_quietly(self, chunk: int) -> None:
+        try:
+            started = time.monotonic()
+            count = self.preload(background=False, chunk=chunk)
+            log.info("caps: preloaded %d users in %.1f s", count, time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - users then load on their first check
+            log.warning("caps: preload failed: %s", exc)
 
     def _schedule_refresh(self, user_id: str) -> None:
         with self._ledgers_lock:
@@ -1003,7 +1149,3 @@ class Caps:
                 if ledger is not None:
                     ledger.refreshing = False
                     ledger.loaded_at = time.monotonic()
-
-
-def _pico(value: Any) -> int:
-    return int(Decimal(value).scaleb(12)) if value is not None else 0

@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     # then revokes every user token).
     user_token_secret: SecretStr | None = None
     # A user's cached spend is reloaded in the background after this long: it picks up rows
-    # other processes wrote (several ingest replicas) and settings changed elsewhere.
-    caps_refresh_seconds: float = Field(default=30.0, gt=0)
+    # other processes wrote (several ingest replicas) and settings changed elsewhere. Unset:
+    # 30 s on a ClickHouse server, never on embedded chDB (no other process can write to it).
+    caps_refresh_seconds: float | None = Field(default=None, gt=0)
     # How long a /check's estimated cost stays reserved if its call's usage never lands.
     caps_reservation_seconds: float = Field(default=60.0, gt=0)
     caps_cache_users: int = Field(default=100_000, gt=0)

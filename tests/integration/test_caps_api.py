@@ -8,6 +8,7 @@ tokens and nothing for output, so `spend(cents=n)` sends n * 10,000 input tokens
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -497,6 +498,7 @@ def _reference(rows, now: int, plan) -> dict[str, tuple[int, int, int | None]]:
 @given(st.data())
 def test_cached_ledgers_match_the_definition_and_a_fresh_load(store, data):
     from spanmeter.ingest.caps import Caps, TierBook, _WatchedStore
+    from spanmeter.ingest.store import usage_arrow
 
     user = f"p{next(_property_users)}"
     clock = Clock(TUESDAY)
@@ -524,7 +526,8 @@ def test_cached_ledgers_match_the_definition_and_a_fresh_load(store, data):
     rows += before
     for _ in range(data.draw(st.integers(1, 6))):
         batch = new_rows(data.draw(st.integers(0, 6)))
-        watched.insert_usage(batch)  # as the writer commits: the cached ledger sees it
+        if batch:  # as the writer commits (an Arrow batch and a token): the cached ledger sees it
+            watched.insert_usage_arrow(usage_arrow(batch), f"t{n}")
         rows += batch
         clock.now += data.draw(st.integers(0, 6 * 60)) * MIN  # may cross local midnight / a month
         _, plan, windows = caps.usage(user)
@@ -534,3 +537,81 @@ def test_cached_ledgers_match_the_definition_and_a_fresh_load(store, data):
         caps.forget(user)
         _, _, fresh = caps.usage(user)
         assert {w.window.name: (w.spent_pico, w.calls, w.start_ms) for w in fresh} == expected
+
+
+def test_preload_loads_active_users_in_bulk_exactly_as_one_by_one(store):
+    from spanmeter.ingest.caps import Caps, Overrides, TierBook
+
+    clock = Clock(TUESDAY)
+    book = TierBook.parse(PROPERTY_TIERS | {"tiers": {**PROPERTY_TIERS["tiers"], "pro": {"caps": {"week": "9"}}}})
+    rows = [_record(9_000_000 + i, f"bulk{i % 7}", TUESDAY - (i * 37 % 4000) * MIN, None if i % 11 == 0 else i % 30 + 1)
+            for i in range(300)]
+    store.insert_usage(rows)
+    one_by_one = Caps(store, book, clock=clock)
+    one_by_one.set_tier("bulk3", "pro")
+    one_by_one.set_overrides("bulk4", Overrides.parse({"timezone": "Asia/Kolkata", "caps": {"day": "0.10"}}))
+    one_by_one.set_tier("idle", "pro")  # settings but no usage: loaded too
+
+    bulk = Caps(store, book, clock=clock)
+    assert bulk.preload(background=False, chunk=3) == 8
+    assert set(bulk._ledgers) == {f"bulk{i}" for i in range(7)} | {"idle"}
+    for user in [*(f"bulk{i}" for i in range(7)), "idle"]:
+        _, plan, preloaded = bulk.usage(user)
+        _, expected_plan, expected = one_by_one.usage(user)
+        assert plan == expected_plan
+        assert [(w.window.name, w.spent_pico, w.calls, w.unpriced_calls, w.start_ms) for w in preloaded] == \
+               [(w.window.name, w.spent_pico, w.calls, w.unpriced_calls, w.start_ms) for w in expected]
+    assert bulk.usage("bulk3")[1].tier == "pro" and bulk.usage("bulk4")[1].timezone == "Asia/Kolkata"
+
+
+def test_rows_written_by_another_process_arrive_by_background_reload(store):
+    from spanmeter.ingest.caps import Caps, TierBook
+
+    clock = Clock(TUESDAY)
+    caps = Caps(store, TierBook.parse(PROPERTY_TIERS), refresh_seconds=0.2, clock=clock)
+    assert caps.check("rep").decision == "allow"
+    store.insert_usage([_record(8_000_000, "rep", TUESDAY - MIN, 100)])  # not through this engine
+    assert caps.check("rep").decision == "allow"  # the cached ledger has not seen it yet
+    deadline = time.monotonic() + 10
+    while caps.check("rep").decision != "deny":  # the stale ledger is reloaded in the background
+        assert time.monotonic() < deadline, "no background reload"
+        time.sleep(0.05)
+    assert Caps(store, TierBook.parse(PROPERTY_TIERS), refresh_seconds=None).refresh_seconds is None
+
+
+def test_a_failed_insert_and_its_resend_never_count_twice(store):
+    from spanmeter.ingest.caps import Caps, TierBook, _WatchedStore
+    from spanmeter.ingest.errors import StoreUnavailable
+    from spanmeter.ingest.store import usage_arrow
+
+    class WritesThenFails:
+        """An insert that reaches the table but whose acknowledgement is lost."""
+
+        def __init__(self, store):
+            self.store, self.fail = store, True
+
+        def insert_usage_arrow(self, table, token=None):
+            self.store.insert_usage_arrow(table, token)
+            if self.fail:
+                self.fail = False
+                raise StoreUnavailable("connection reset after the insert")
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+    clock = Clock(TUESDAY)
+    caps = Caps(store, TierBook.parse(PROPERTY_TIERS), clock=clock)
+    watched = _WatchedStore(WritesThenFails(store), caps)
+    assert caps.check("flaky").decision == "allow"  # cached, empty
+    table = usage_arrow([_record(7_000_000, "flaky", TUESDAY - MIN, 40), _record(7_000_001, "flaky", TUESDAY - MIN, 30)])
+    with pytest.raises(StoreUnavailable):
+        watched.insert_usage_arrow(table, "tok-1")
+    assert "flaky" not in caps._ledgers  # dropped: the table may or may not hold the rows
+    assert window_spent(caps, "flaky") == 70 * 10**10  # reloaded: they are there
+    watched.insert_usage_arrow(table, "tok-1")  # the writer re-sends; deduplicated by its token
+    assert window_spent(caps, "flaky") == 70 * 10**10
+    assert store.query(f"SELECT count() FROM {store.database}.usage_events WHERE user_id = 'flaky'").rows == [(2,)]
+
+
+def window_spent(caps, user: str) -> int:
+    return next(w.spent_pico for w in caps.usage(user)[2] if w.window.name == "session")
