@@ -38,6 +38,7 @@ the overshoot is bounded by one call per replica.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import logging
 import re
@@ -406,6 +407,7 @@ class WindowUsage:
     unpriced_calls: int = 0
     estimated_calls: int = 0
     events: list[tuple[int, int]] = field(default_factory=list)  # rolling only: (ms, pico)
+    events_fn: Callable[[], list[tuple[int, int]]] | None = None  # the same, gathered on demand
 
     @property
     def window(self) -> Window:
@@ -490,7 +492,8 @@ def _retry_at(w: WindowUsage, limit: int, estimate: int, now_ms: int) -> int | N
     allowed = limit - w.reserved_pico - estimate
     strict = estimate == 0  # a call of unknown cost needs the cap not yet reached
     if w.window.kind == ROLLING:
-        return rolling_retry_ms(w.events, w.window.hours, now_ms, allowed, strict)
+        events = w.events if w.events or w.events_fn is None else w.events_fn()
+        return rolling_retry_ms(events, w.window.hours, now_ms, allowed, strict)
     if allowed < 0 or (strict and allowed <= 0):
         return None  # reservations aside, an empty window would not fit it either
     if w.window.kind == SESSION:
@@ -583,7 +586,8 @@ _Event = tuple[int, int, int, int, int]
 
 @dataclass(slots=True)
 class _Ledger:
-    """One user's spend: calendar sums fixed at load, recent events kept one by one."""
+    """One user's spend: calendar sums fixed at load, recent events kept one by one (sorted) with
+    running sums beside them, so any window's total is two bisects, whatever the user's volume."""
 
     config: UserConfig
     plan: Plan
@@ -595,6 +599,19 @@ class _Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
     refreshing: bool = False
     stale: bool = False  # reload before the next answer
+    # cum[k][i]: the sum of field k+1 of events[:i] (pico, calls, unpriced, estimated).
+    cum: tuple[list[int], list[int], list[int], list[int]] = field(default_factory=lambda: ([0], [0], [0], [0]))
+
+    def __post_init__(self) -> None:
+        self._rebuild(0)
+
+    def _rebuild(self, start: int) -> None:
+        for k, column in enumerate(self.cum):
+            del column[start + 1:]
+            total = column[start]
+            for event in itertools.islice(self.events, start, None):
+                total += event[k + 1]
+                column.append(total)
 
     def apply(self, event: _Event) -> None:
         t, pico, sign, unpriced, estimated = event
@@ -610,24 +627,51 @@ class _Ledger:
                 sums.estimated += estimated
         if t >= self.exact_from:
             events = self.events
-            if not events or event >= events[-1]:
-                events.append(event)  # the usual case: rows land roughly in time order
+            if not events or event >= events[-1]:  # the usual case: rows land roughly in time order
+                events.append(event)
+                cp, cn, cu, ce = self.cum
+                cp.append(cp[-1] + pico)
+                cn.append(cn[-1] + sign)
+                cu.append(cu[-1] + unpriced)
+                ce.append(ce[-1] + estimated)
             else:
-                bisect.insort(events, event)
+                i = bisect.bisect_right(events, event)
+                events.insert(i, event)
+                self._rebuild(i)
+
+    def _since(self, start: int) -> tuple[int, int, int, int, int]:
+        """(index of the first event at or after `start`, pico, calls, unpriced, estimated)."""
+        i = bisect.bisect_left(self.events, (start,))
+        cp, cn, cu, ce = self.cum
+        return i, cp[-1] - cp[i], cn[-1] - cn[i], cu[-1] - cu[i], ce[-1] - ce[i]
+
+    def _advance_session(self, now_ms: int) -> int | None:
+        """Continue the session fold from the anchor: jump to the first request at or after the
+        session's end, as long as one has come (up to now)."""
+        events, length = self.events, self.plan.session_ms
+        anchor = self.session_anchor
+        i = 0 if anchor is None else bisect.bisect_left(events, (anchor + length,))
+        while i < len(events):
+            t, _, sign, _, _ = events[i]
+            if t > now_ms:
+                break
+            if sign > 0:
+                anchor = t
+                i = bisect.bisect_left(events, (t + length,), i + 1)
+            else:
+                i += 1
+        self.session_anchor = anchor
+        return anchor
+
+    def rolling_events(self, start: int) -> list[tuple[int, int]]:
+        with self.lock:
+            return [(t, pico) for t, pico, *_ in self.events[bisect.bisect_left(self.events, (start,)):] if pico]
 
     def windows(self, now_ms: int) -> list[WindowUsage] | None:
         """Each cap's usage at `now_ms`, or None when a calendar window rolled over (reload)."""
         tz = zone(self.plan.timezone)
         length = self.plan.session_ms
-        # Continue the session fold from the anchor over the requests that came after it.
-        anchor = self.session_anchor
-        i = 0 if anchor is None else bisect.bisect_left(self.events, (anchor,))
-        for t, _, sign, _, _ in itertools.islice(self.events, i, None):
-            if t > now_ms:
-                break
-            if sign > 0 and (anchor is None or t >= anchor + length):
-                anchor = t
-        self.session_anchor = anchor
+        anchor = self._advance_session(now_ms)
         self._trim(now_ms)
         out = []
         for cap in self.plan.caps:
@@ -643,21 +687,16 @@ class _Ledger:
                 if anchor is None or now_ms >= anchor + length:
                     out.append(WindowUsage(cap, None, None))
                     continue
-                start, end = anchor, anchor + length
-            else:
-                start, end = now_ms - cap.window.hours * HOUR_MS, None
-            usage = WindowUsage(cap, start, end)
-            for t, pico, sign, unpriced, estimated in self.events[bisect.bisect_left(self.events, (start,)):]:
-                usage.spent_pico += pico
-                usage.calls += sign
-                usage.unpriced_calls += unpriced
-                usage.estimated_calls += estimated
-                if kind == ROLLING and pico:
-                    usage.events.append((t, pico))
-            if kind == ROLLING:
-                # Resets: when the oldest call still counted leaves the window.
-                usage.resets_ms = usage.events[0][0] + cap.window.hours * HOUR_MS if usage.events else None
-            out.append(usage)
+                i, pico, calls, unpriced, estimated = self._since(anchor)
+                out.append(WindowUsage(cap, anchor, anchor + length, pico, 0, calls, unpriced, estimated))
+                continue
+            hours = cap.window.hours
+            start = now_ms - hours * HOUR_MS
+            i, pico, calls, unpriced, estimated = self._since(start)
+            # Resets: when the oldest call still counted leaves the window.
+            resets = self.events[i][0] + hours * HOUR_MS if i < len(self.events) else None
+            out.append(WindowUsage(cap, start, resets, pico, 0, calls, unpriced, estimated,
+                                   events_fn=functools.partial(self.rolling_events, start)))
         return out
 
     def _trim(self, now_ms: int) -> None:
@@ -668,6 +707,9 @@ class _Ledger:
         if self.events and self.events[0][0] < keep_from - HOUR_MS:  # trim in chunks, not per call
             cut = bisect.bisect_left(self.events, (keep_from,))
             del self.events[:cut]
+            for column in self.cum:
+                base = column[cut]
+                column[:] = [v - base for v in column[cut:]]
             self.exact_from = max(self.exact_from, keep_from)
 
 

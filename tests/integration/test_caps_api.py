@@ -615,3 +615,20 @@ def test_a_failed_insert_and_its_resend_never_count_twice(store):
 
 def window_spent(caps, user: str) -> int:
     return next(w.spent_pico for w in caps.usage(user)[2] if w.window.name == "session")
+
+
+def test_a_rolling_window_deny_says_when_enough_spend_has_aged_out(store):
+    from spanmeter.ingest.caps import Caps, TierBook
+
+    book = TierBook.parse({"tiers": {"r": {"caps": {"rolling_3h": "1.00"}}}})
+    clock = Clock(TUESDAY)
+    caps = Caps(store, book, clock=clock)
+    store.insert_usage([_record(6_000_000, "roll", TUESDAY - 2 * HOUR, 70),
+                        _record(6_000_001, "roll", TUESDAY - HOUR, 30)])
+    d = caps.check("roll", reserve=False)
+    assert d.decision == "deny" and d.window == "rolling_3h"
+    assert d.retry_at_ms == TUESDAY + HOUR + 1  # the $0.70 call leaves the window
+    d = caps.check("roll", Decimal("0.80"), reserve=False)  # needs the $0.30 gone as well
+    assert d.retry_at_ms == TUESDAY + 2 * HOUR + 1
+    clock.now = TUESDAY + HOUR + 1
+    assert caps.check("roll", reserve=False).decision == "allow"
