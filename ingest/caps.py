@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import logging
 import re
 import threading
@@ -599,6 +598,7 @@ class _Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
     refreshing: bool = False
     stale: bool = False  # reload before the next answer
+    dirty: int | None = None  # running sums are stale from this index on (see `apply`)
     # cum[k][i]: the sum of field k+1 of events[:i] (pico, calls, unpriced, estimated).
     cum: tuple[list[int], list[int], list[int], list[int]] = field(default_factory=lambda: ([0], [0], [0], [0]))
 
@@ -606,14 +606,17 @@ class _Ledger:
         self._rebuild(0)
 
     def _rebuild(self, start: int) -> None:
+        tail = self.events[start:]
         for k, column in enumerate(self.cum):
             del column[start + 1:]
             total = column[start]
-            for event in itertools.islice(self.events, start, None):
+            for event in tail:
                 total += event[k + 1]
                 column.append(total)
 
-    def apply(self, event: _Event) -> None:
+    def apply(self, event: _Event, *, defer: bool = False) -> None:
+        """Add one committed row. With `defer`, a row out of time order leaves the running sums
+        to `flush` (once per batch, not once per row)."""
         t, pico, sign, unpriced, estimated = event
         if sign > 0 and self.session_anchor is not None and t < self.session_anchor:
             # A request older than the current session's start landed late (it started first but
@@ -627,17 +630,27 @@ class _Ledger:
                 sums.estimated += estimated
         if t >= self.exact_from:
             events = self.events
-            if not events or event >= events[-1]:  # the usual case: rows land roughly in time order
+            # Kept in time order only (rows of one batch often share a time; their order does not
+            # matter to any sum). The usual case: rows land roughly in time order.
+            if not events or t >= events[-1][0]:
                 events.append(event)
-                cp, cn, cu, ce = self.cum
-                cp.append(cp[-1] + pico)
-                cn.append(cn[-1] + sign)
-                cu.append(cu[-1] + unpriced)
-                ce.append(ce[-1] + estimated)
+                if self.dirty is None:
+                    cp, cn, cu, ce = self.cum
+                    cp.append(cp[-1] + pico)
+                    cn.append(cn[-1] + sign)
+                    cu.append(cu[-1] + unpriced)
+                    ce.append(ce[-1] + estimated)
             else:
-                i = bisect.bisect_right(events, event)
+                i = bisect.bisect_right(events, (t, float("inf")))
                 events.insert(i, event)
-                self._rebuild(i)
+                self.dirty = i if self.dirty is None else min(self.dirty, i)
+            if not defer:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.dirty is not None:
+            self._rebuild(self.dirty)
+            self.dirty = None
 
     def _since(self, start: int) -> tuple[int, int, int, int, int]:
         """(index of the first event at or after `start`, pico, calls, unpriced, estimated)."""
@@ -931,7 +944,8 @@ class Caps:
             if ledger is not None:
                 with ledger.lock:
                     for event in events:
-                        ledger.apply(event)
+                        ledger.apply(event, defer=True)
+                    ledger.flush()
         if settled:
             self._settle(settled)
 
