@@ -310,8 +310,12 @@ async def _closed_loop(port: int, templates: ExportTemplates, connections: int, 
     }
 
 
+def _server_env(args: argparse.Namespace) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in args.server_env)
+
+
 def run_throughput(args: argparse.Namespace, workdir: Path, templates: ExportTemplates) -> dict:
-    server = Server(workdir / "throughput")
+    server = Server(workdir / "throughput", _server_env(args))
     try:
         out = asyncio.run(_closed_loop(server.port, templates, args.connections, args.warmup, args.seconds, server.pid))
         out["server_memory"] = proc_memory(server.pid)
@@ -345,7 +349,14 @@ async def _open_loop(port: int, templates: ExportTemplates, rate: float, warmup:
         body = templates.body(i)
         conn = await idle.get()
         try:
-            status, _ = await conn.post("/v1/traces", body)
+            try:
+                status, _ = await conn.post("/v1/traces", body)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closes a keep-alive connection left idle (uvicorn: after 5 s), which
+                # happens at low rates; that request was never read: send it on a new connection.
+                conn.close()
+                conn = await Connection.open(port)
+                status, _ = await conn.post("/v1/traces", body)
         finally:
             idle.put_nowait(conn)
         done = time.perf_counter()
@@ -380,7 +391,7 @@ async def _open_loop(port: int, templates: ExportTemplates, rate: float, warmup:
 
 def run_latency(args: argparse.Namespace, workdir: Path) -> dict:
     templates = ExportTemplates.build(count=args.templates, spans_per_export=args.latency_spans, seed=args.seed + 1)
-    server = Server(workdir / "latency")
+    server = Server(workdir / "latency", _server_env(args))
     try:
         return asyncio.run(_open_loop(server.port, templates, args.rate, args.warmup, args.latency_seconds,
                                       server.pid, pool=64))
@@ -447,6 +458,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip", action="append", default=[], choices=["ceiling", "throughput", "latency"])
+    p.add_argument("--server-env", action="append", default=[], metavar="SPANMETER_X=V",
+                   help="setting for the served process, e.g. SPANMETER_DEDUPE_KEYS=200000")
     p.add_argument("--json", type=Path)
     p.add_argument("--ceiling-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ceiling-dir", type=Path, help=argparse.SUPPRESS)
