@@ -406,7 +406,8 @@ class WindowUsage:
     unpriced_calls: int = 0
     estimated_calls: int = 0
     events: list[tuple[int, int]] = field(default_factory=list)  # rolling only: (ms, pico)
-    events_fn: Callable[[], list[tuple[int, int]]] | None = None  # the same, gathered on demand
+    # Rolling only, from the engine: (allowed pico, strict, now) -> retry time, without `events`.
+    retry_fn: Callable[[int, bool, int], int | None] | None = None
 
     @property
     def window(self) -> Window:
@@ -491,8 +492,9 @@ def _retry_at(w: WindowUsage, limit: int, estimate: int, now_ms: int) -> int | N
     allowed = limit - w.reserved_pico - estimate
     strict = estimate == 0  # a call of unknown cost needs the cap not yet reached
     if w.window.kind == ROLLING:
-        events = w.events if w.events or w.events_fn is None else w.events_fn()
-        return rolling_retry_ms(events, w.window.hours, now_ms, allowed, strict)
+        if w.retry_fn is not None:
+            return w.retry_fn(allowed, strict, now_ms)
+        return rolling_retry_ms(w.events, w.window.hours, now_ms, allowed, strict)
     if allowed < 0 or (strict and allowed <= 0):
         return None  # reservations aside, an empty window would not fit it either
     if w.window.kind == SESSION:
@@ -676,9 +678,23 @@ class _Ledger:
         self.session_anchor = anchor
         return anchor
 
-    def rolling_events(self, start: int) -> list[tuple[int, int]]:
+    def rolling_retry(self, start: int, hours: int, allowed: int, strict: bool, now_ms: int) -> int | None:
+        """`rolling_retry_ms` over this ledger's rows since `start`, by bisecting the running sums:
+        what is left after the first m rows age out is cum[-1] - cum[m], and costs are never
+        negative (a cancelling row only takes back an earlier one), so the sums only grow."""
+        if allowed < 0 or (strict and allowed == 0):
+            return None
         with self.lock:
-            return [(t, pico) for t, pico, *_ in self.events[bisect.bisect_left(self.events, (start,)):] if pico]
+            events, cp = self.events, self.cum[0]
+            i = bisect.bisect_left(events, (start,))
+            left = cp[-1] - cp[i]
+            if (left < allowed) if strict else (left <= allowed):
+                return now_ms
+            target = cp[-1] - allowed
+            m = bisect.bisect_right(cp, target, i) if strict else bisect.bisect_left(cp, target, i)
+            if m > len(events):
+                return None
+            return events[m - 1][0] + hours * HOUR_MS + 1
 
     def windows(self, now_ms: int) -> list[WindowUsage] | None:
         """Each cap's usage at `now_ms`, or None when a calendar window rolled over (reload)."""
@@ -708,8 +724,8 @@ class _Ledger:
             i, pico, calls, unpriced, estimated = self._since(start)
             # Resets: when the oldest call still counted leaves the window.
             resets = self.events[i][0] + hours * HOUR_MS if i < len(self.events) else None
-            out.append(WindowUsage(cap, start, resets, pico, 0, calls, unpriced, estimated,
-                                   events_fn=functools.partial(self.rolling_events, start)))
+            retry = functools.partial(self.rolling_retry, start, hours)
+            out.append(WindowUsage(cap, start, resets, pico, 0, calls, unpriced, estimated, retry_fn=retry))
         return out
 
     def _trim(self, now_ms: int) -> None:

@@ -321,3 +321,24 @@ def test_money_is_a_decimal_string_and_percent_a_display_number():
     assert percent(usd("0.8"), usd("1")) == 80.0
     assert percent(usd("1"), usd("3")) == 33.3
     assert percent(0, None) is None
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.lists(st.tuples(st.integers(0, 10 * HOUR_MS), st.one_of(st.just(0), st.integers(1, 10**12))), max_size=40),
+       st.integers(-10, 3 * 10**12), st.booleans(), st.integers(0, 10 * HOUR_MS))
+def test_the_ledgers_bisected_rolling_retry_agrees_with_the_definition(rows, allowed, strict, start_offset):
+    """The engine finds a rolling window's retry time from its running sums; the definition walks
+    the rows. Both must agree, unpriced rows (cost 0) included."""
+    from spanmeter.ingest.caps import UserConfig, _Ledger
+
+    t0 = ms(2026, 3, 2)
+    rows = sorted((t0 + t, p) for t, p in rows)
+    events = [(t, p, 1, 0 if p else 1, 0) for t, p in rows]
+    ledger = _Ledger(UserConfig(), BOOK.plan("pro"), {}, None, t0, events, 0.0)
+    start = t0 + start_offset
+    now = t0 + 10 * HOUR_MS + 1
+    in_window = [(t, p) for t, p in rows if t >= start and p]
+    expected = rolling_retry_ms(in_window, 3, now, allowed, strict)
+    assert ledger.rolling_retry(start, 3, allowed, strict, now) == expected
