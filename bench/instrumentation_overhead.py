@@ -222,35 +222,38 @@ def instructions(args: argparse.Namespace) -> None:
 
     Each (scenario, workload) runs twice under `valgrind --tool=cachegrind --cache-sim=no`, with
     n1 and n2 measured calls after the same warm-up; (I(n2) - I(n1)) / (n2 - n1) is the whole
-    process's instruction count per call, the batch processor's thread included.
+    process's instruction count per call (the batch processor's thread and the cyclic GC
+    included, amortised over n2 - n1 calls). PYTHONHASHSEED is fixed so that two runs differ only
+    by their number of calls.
     """
     import re as _re
+    from concurrent.futures import ThreadPoolExecutor
 
     python = peers_python()
-    plan = {"call": (10, 60), "stream-1": (10, 60), "stream-201": (2, 8), "stream-201-noopt": (2, 8)}
-    counts: dict[tuple[str, str], float] = {}
-    for workload, (n1, n2) in plan.items():
-        for scenario in SCENARIOS:
-            refs = []
-            for n in (n1, n2):
-                out = subprocess.run(
-                    ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-                     str(python), str(Path(__file__).resolve()), "--worker", scenario, workload, str(n), "--warmup", "10"],
-                    capture_output=True, text=True, env={**os.environ, "PYTHONMALLOC": "malloc", "TRACELOOP_TRACE_CONTENT": "false"},
-                    timeout=3600,
-                )
-                match = _re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-                if out.returncode != 0 or not match:
-                    raise RuntimeError(f"valgrind {scenario}/{workload} failed:\n{out.stderr[-2000:]}")
-                refs.append(int(match.group(1).replace(",", "")))
-            counts[(scenario, workload)] = (refs[1] - refs[0]) / (n2 - n1)
-            print(f"{workload} {scenario}: {counts[(scenario, workload)]:,.0f} instructions/call", file=sys.stderr)
+    plan = {"call": (20, 220), "stream-1": (20, 220), "stream-201": (2, 22), "stream-201-noopt": (2, 22)}
+    env = {**os.environ, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false"}
+
+    def refs(scenario: str, workload: str, n: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+             str(python), str(Path(__file__).resolve()), "--worker", scenario, workload, str(n), "--warmup", "10"],
+            capture_output=True, text=True, env=env, timeout=3600,
+        )
+        match = _re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
+        if out.returncode != 0 or not match:
+            raise RuntimeError(f"valgrind {scenario}/{workload} failed:\n{out.stderr[-2000:]}")
+        return int(match.group(1).replace(",", ""))
+
+    jobs = [(s, w, n) for w, ns in plan.items() for s in SCENARIOS for n in ns]
+    with ThreadPoolExecutor(max(1, (os.cpu_count() or 2))) as pool:
+        results = dict(zip(jobs, pool.map(lambda job: refs(*job), jobs)))
+    counts = {(s, w): (results[(s, w, plan[w][1])] - results[(s, w, plan[w][0])]) / (plan[w][1] - plan[w][0]) for s, w, _ in jobs}
     lines = ["| workload | scenario | instructions per call | added vs none |", "|---|---|---:|---:|"]
     for workload in plan:
         for scenario in SCENARIOS:
             value = counts[(scenario, workload)]
             lines.append(f"| {workload} | {scenario} | {value:,.0f} | {value - counts[('none', workload)]:+,.0f} |")
-    lines += ["", "| per streamed chunk (stream-201 - stream-1) / 200 | added instructions | without include_usage |", "|---|---:|---:|"]
+    lines += ["", "| per streamed chunk: (added(stream-201) - added(stream-1)) / 200 | with include_usage | without (spanmeter strips) |", "|---|---:|---:|"]
     for scenario in SCENARIOS[1:]:
         def added(w: str) -> float:
             return counts[(scenario, w)] - counts[("none", w)]
@@ -386,6 +389,13 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
     warmup = max(n // 5, 20) if warmup is None else warmup
     for _ in range(warmup):  # warm up: imports, caches, pydantic models
         one()
+    if os.environ.get("BENCH_NO_GC"):
+        # Instruction counts of short runs swing with whether a full collection of the heap
+        # falls inside the window; with the cyclic GC off they measure the calls' own work.
+        import gc
+
+        gc.collect()
+        gc.disable()
     wall = []
     batch_cpu = []  # mean thread CPU time per call, per batch of `batch` calls
     batch = max(n // 20, 5)
@@ -401,7 +411,7 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
     cpu_per_call = (time.thread_time_ns() - cpu_start) / n / 1000
     provider.shutdown()  # flushes: every span of the run reaches the exporter
     total = n + warmup
-    return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "cpu_min_batch_us": min(batch_cpu), "spans_per_call": sum(exported) / total}
+    return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "cpu_min_batch_us": min(batch_cpu) if batch_cpu else cpu_per_call, "spans_per_call": sum(exported) / total}
 
 
 def _spanned_stream(stream, span, end):  # type: ignore[no-untyped-def]

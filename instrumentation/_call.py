@@ -44,6 +44,11 @@ _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # without an event boundary is not what it claims, and gets passed through unstripped.
 _MAX_PENDING = 256 * 1024
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+# With include_usage on, OpenAI adds `"usage":null` to every chunk. When spanmeter turned it on,
+# the key is removed again, so the app reads the bytes it would have got (and its SDK does not
+# parse an extra field per chunk). A quote inside a JSON string is escaped, so this byte sequence
+# only ever matches the key itself.
+_USAGE_NULL = b',"usage":null'
 
 
 class Call:
@@ -187,8 +192,8 @@ class Call:
                 return self.give_up(chunk)
             if self.state.drop:
                 self.state.drop = False
-                return _cut_usage_event(chunk)
-            return chunk
+                chunk = _cut_usage_event(chunk)
+            return chunk.replace(_USAGE_NULL, b"")
         if self.mode == 3:
             if self.collected_size < _MAX_COLLECT:
                 self.collected.append(chunk)
@@ -231,10 +236,10 @@ class Call:
 
     def _emit(self, complete: bytes) -> bytes:
         self.parser.feed(complete)  # type: ignore[union-attr]
-        if not self.state.drop:
-            return complete
-        self.state.drop = False
-        return _cut_usage_event(complete)
+        if self.state.drop:
+            self.state.drop = False
+            complete = _cut_usage_event(complete)
+        return complete.replace(_USAGE_NULL, b"")
 
     def give_up(self, owed: bytes = b"") -> bytes:
         """Our parsing failed: stop parsing, hand over what is owed to the app, end as missing."""
@@ -254,10 +259,10 @@ class Call:
             self.parser.close()  # type: ignore[union-attr]
             if self.state.drop:
                 self.state.drop = False
-                return _cut_usage_event(rest)
+                rest = _cut_usage_event(rest)
         except Exception:
             _log.debug("spanmeter: could not parse the end of a stream", exc_info=True)
-        return rest
+        return rest.replace(_USAGE_NULL, b"")
 
     def finalize(self, how: str, exc: BaseException | None = None, end_time: int | None = None) -> None:
         """End of the body: `how` is "eof", "closed", "abandoned" or "error"."""
@@ -290,10 +295,13 @@ class Call:
         if self.done:
             return
         self.done = True
-        self.collected = []
         attrs = self.attrs
         attrs[sc.SPANMETER_USAGE_STATUS] = usage_status
         span = self.span
+        # Drop what the span no longer needs: a streamed response often hangs off a reference
+        # cycle (the SDK's stream and its generator) that only the cyclic GC frees.
+        self.collected = []
+        self.request = self.state = self.parser = None
         span.set_attributes(attrs)
         if error or sc.ERROR_TYPE in attrs:
             span.set_status(Status(StatusCode.ERROR))

@@ -424,3 +424,20 @@ def test_no_content_anywhere_on_spans(fake, exporter, client) -> None:
         assert span.events == () and span.links == ()
         assert_no_content(span)
         assert not any(k.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.prompt", "gen_ai.completion", "http.request.header")) for k in span.attributes)
+
+
+def test_injected_stream_reads_byte_for_byte_like_the_uninjected_one(fake, client) -> None:
+    import re
+
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+
+    def read() -> bytes:
+        with httpx2.Client() as raw, raw.stream("POST", fake.openai_base_url + "/chat/completions", json=body) as response:
+            return re.sub(rb"chatcmpl-fake-\d+", b"ID", b"".join(response.iter_raw()))
+
+    plain = read()
+    with instrumented() as exporter:
+        metered = read()
+    assert metered == plain and b"usage" not in metered
+    assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert attrs(only_span(exporter))[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
