@@ -476,14 +476,21 @@ def decide(windows: Sequence[WindowUsage], estimate_pico: int, now_ms: int) -> D
             return Decision(DENY, f"{w.window.name} cap of ${money_pico(w.cap.limit_pico)}: {why}", w.window.name,
                             None, list(windows))
         w, at = max(denies, key=lambda d: d[1])
-        return Decision(DENY, f"{w.window.name} cap reached: ${money_pico(w.used_pico)} of "
-                              f"${money_pico(w.cap.limit_pico)} used; retry after {iso(at)}", w.window.name, at,
-                        list(windows))
+        used = f"${money_pico(w.used_pico)} of ${money_pico(w.cap.limit_pico)} used"
+        if w.used_pico >= w.cap.limit_pico:
+            reason = f"{w.window.name} cap reached: {used}; retry after {iso(at)}"
+        else:
+            reason = (f"{w.window.name} cap: {used}, a call estimated at ${money_pico(estimate_pico)} would go "
+                      f"over; retry after {iso(at)}")
+        return Decision(DENY, reason, w.window.name, at, list(windows))
     if warns:
-        w = max(warns, key=lambda u: u.used_pico * PICO // max(u.cap.limit_pico or 1, 1))
+        w = max(warns, key=lambda u: (u.used_pico + estimate_pico) * PICO // max(u.cap.limit_pico or 1, 1))
+        used = f"${money_pico(w.used_pico)}"
+        if estimate_pico:
+            used += f" used + ${money_pico(estimate_pico)} estimated"
         verb = "over the soft cap" if w.used_pico + estimate_pico > w.cap.limit_pico else "nearing the cap"
-        return Decision(WARN, f"{w.window.name} {verb}: ${money_pico(w.used_pico)} of "
-                              f"${money_pico(w.cap.limit_pico)} used", w.window.name, None, list(windows))
+        return Decision(WARN, f"{w.window.name} {verb}: {used} of ${money_pico(w.cap.limit_pico)}", w.window.name,
+                        None, list(windows))
     return Decision(ALLOW, "within every cap", None, None, list(windows))
 
 

@@ -310,7 +310,8 @@ def test_concurrent_checks_for_one_user_cannot_overspend(api, clock):
     passed = [a for a in answers if a["decision"] != "deny"]
     # $0.90 spent, $1.00 cap: two $0.04 calls fit, the third would make $1.02.
     assert len(passed) == 2 and all(a["reservation"] for a in passed)
-    assert all("session cap reached" in a["reason"] for a in answers if a["decision"] == "deny")
+    assert all(a["reason"].startswith("session cap: $0.98 of $1.00 used, a call estimated at $0.04 would go over")
+               for a in answers if a["decision"] == "deny")
     s = window(usage(api, "gus"), "session")
     assert (s["spent_usd"], s["reserved_usd"], s["remaining_usd"]) == ("0.90", "0.08", "0.02")
 
