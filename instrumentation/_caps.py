@@ -167,6 +167,9 @@ class Enforcer:
             if self._failing_since is None or now - self._failing_since > 60:
                 self._failing_since = now
                 what = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else type(exc).__name__
+                if isinstance(exc, urllib.error.HTTPError) and exc.code == 404:
+                    # The OTLP endpoint's base is the default: behind a collector that is not spanmeter.
+                    what += "; set SPANMETER_CAPS_ENDPOINT to spanmeter itself, not a collector"
                 _log.warning("spanmeter caps: no answer from %s (%s); calls %s", self.endpoint, what,
                              "go ahead" if self.fail_open else "are refused")
             if self.fail_open:

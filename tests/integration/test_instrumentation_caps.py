@@ -216,6 +216,14 @@ def test_when_spanmeter_does_not_answer_calls_go_ahead_unless_fail_closed(spans,
         call(client, "u6")
 
 
+def test_an_endpoint_that_is_not_spanmeter_says_so(fake, spans, client, caplog):
+    # A collector, or anything else, at the endpoint: 404 for /v1/users/...; the call goes ahead.
+    spanmeter.enforce_caps(endpoint=fake.base_url, ttl_seconds=0)
+    with caplog.at_level(logging.WARNING, logger="spanmeter.caps"):
+        assert call(client, "u9").usage.prompt_tokens == 400_000
+    assert "HTTP 404" in caplog.text and "SPANMETER_CAPS_ENDPOINT" in caplog.text
+
+
 def test_a_wrong_token_fails_like_an_outage_and_never_leaks(ingest, spans, client, caplog):
     secret = "tok-zz9-plural-z-alpha"
     spanmeter.enforce_caps(endpoint=ingest, token=secret, ttl_seconds=0)
