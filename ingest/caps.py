@@ -62,6 +62,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 PICO = 10**12  # money is carried as integer pico-dollars: cost_usd is Decimal(18, 12)
 MAX_LIMIT_USD = Decimal(1_000_000)
+SETTLE_SKEW_MS = 60_000  # how far an app's clock may lag ours when a call settles a reservation
 
 SESSION, ROLLING, DAY, WEEK, MONTH = "session", "rolling", "day", "week", "month"
 CALENDAR = (DAY, WEEK, MONTH)
@@ -955,10 +956,10 @@ class Caps:
         thread for every batch, so it does as little as it can per row."""
         reservations = self._reservations
         by_user: dict[str, list[_Event]] = {}
-        settled: dict[str, int] = {}
+        settled: dict[str, list[tuple[int, int]]] = {}
         for user, t, pico, sign, status in rows:
-            if sign > 0 and user in reservations:
-                settled[user] = settled.get(user, 0) + 1
+            if user in reservations:
+                settled.setdefault(user, []).append((t, sign))
             estimated = 0 if status == "reported" else sign
             event = (t, 0, sign, sign, estimated) if pico is None else (t, pico * sign, sign, 0, estimated)
             by_user.setdefault(user, []).append(event)
@@ -975,21 +976,27 @@ class Caps:
     def forget_users(self, rows: Iterable[_Row], *, settle: bool) -> None:
         """Drop the ledgers of the users in `rows` (what was stored for them is not known here);
         with `settle`, the rows did land and settle reservations."""
-        landed: dict[str, int] = {}
+        landed: dict[str, list[tuple[int, int]]] = {}
         with self._ledgers_lock:
-            for user, _, _, sign, _ in rows:
+            for user, t, _, sign, _ in rows:
                 self._ledgers.pop(user, None)
-                if sign > 0:
-                    landed[user] = landed.get(user, 0) + 1
+                landed.setdefault(user, []).append((t, sign))
         if settle and landed:
             self._settle(landed)
 
-    def _settle(self, landed: Mapping[str, int]) -> None:
-        # Each call that lands settles its user's oldest reservation: its cost is now spent.
+    def _settle(self, landed: Mapping[str, list[tuple[int, int]]]) -> None:
+        # Each call that lands settles its user's oldest reservation: its cost is now spent. Only
+        # calls that started after that reservation was made count (less a clock-skew allowance:
+        # event times come from the app's clock), and as a net of signs: a repricing's or a late
+        # attribution's -1/+1 pair for one user is no new call, nor is a backfilled past call.
         with self._res_lock:
-            for user, count in landed.items():
+            for user, rows in landed.items():
                 held = self._reservations.get(user)
-                if held:
+                if not held:
+                    continue
+                since = held[0].created_ms - SETTLE_SKEW_MS
+                count = sum(sign for t, sign in rows if t >= since)
+                if count > 0:
                     del held[:count]
                     if not held:
                         del self._reservations[user]
