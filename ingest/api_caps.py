@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -169,6 +171,19 @@ def _error(exc: Exception, request: Request) -> Response:
     return _json({"code": status, "message": str(exc)}, status, headers)
 
 
+def _answering_errors(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Every failure of a route becomes its status code and a {"code", "message"} body."""
+
+    @functools.wraps(route)  # FastAPI reads the route's parameters through __wrapped__
+    async def answer(*args: Any, request: Request, **kwargs: Any) -> Response:
+        try:
+            return await route(*args, request=request, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status code here
+            return _error(exc, request)
+
+    return answer
+
+
 async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > _MAX_BODY:
@@ -234,40 +249,36 @@ def _plan_json(user_id: str, config: UserConfig, plan: Plan) -> dict[str, Any]:
 
 
 @router.get("/{user_id:path}/usage")
+@_answering_errors
 async def usage(user_id: str, request: Request) -> Response:
-    try:
-        caller = _require_user(request, _user(user_id))
-        caps = _caps(request)
-        config, plan, windows = await run_in_threadpool(caps.usage, _stored(request, user_id))
-        _check_revoked(caller, config)
-        return _json(_usage_json(user_id, plan, windows, caps.clock()))
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a status code here
-        return _error(exc, request)
+    caller = _require_user(request, _user(user_id))
+    caps = _caps(request)
+    config, plan, windows = await run_in_threadpool(caps.usage, _stored(request, user_id))
+    _check_revoked(caller, config)
+    return _json(_usage_json(user_id, plan, windows, caps.clock()))
 
 
 @router.post("/{user_id:path}/check")
+@_answering_errors
 async def check(user_id: str, request: Request) -> Response:
-    try:
-        caller = _require_user(request, _user(user_id))
-        body = await _body(request)
-        unknown = set(body) - {"estimated_cost_usd", "reserve"}
-        if unknown:
-            raise _HTTPError(400, f"unknown fields {sorted(unknown)}")
-        estimate = body.get("estimated_cost_usd")
-        if estimate is not None and not isinstance(estimate, str):
-            raise _HTTPError(400, 'estimated_cost_usd must be a decimal string, e.g. "0.02"')
-        reserve = body.get("reserve", True)
-        if not isinstance(reserve, bool):
-            raise _HTTPError(400, "reserve must be true or false")
-        caps, stored = _caps(request), _stored(request, user_id)
-        if not caller.admin:
-            config, _ = await run_in_threadpool(caps.config, stored)
-            _check_revoked(caller, config)
-        decision: Decision = await run_in_threadpool(caps.check, stored, estimate, reserve=reserve)
-        now = caps.clock()
-        return _json(_decision_json(user_id, decision, now), headers=_decision_headers(decision, now))
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    caller = _require_user(request, _user(user_id))
+    body = await _body(request)
+    unknown = set(body) - {"estimated_cost_usd", "reserve"}
+    if unknown:
+        raise _HTTPError(400, f"unknown fields {sorted(unknown)}")
+    estimate = body.get("estimated_cost_usd")
+    if estimate is not None and not isinstance(estimate, str):
+        raise _HTTPError(400, 'estimated_cost_usd must be a decimal string, e.g. "0.02"')
+    reserve = body.get("reserve", True)
+    if not isinstance(reserve, bool):
+        raise _HTTPError(400, "reserve must be true or false")
+    caps, stored = _caps(request), _stored(request, user_id)
+    if not caller.admin:
+        config, _ = await run_in_threadpool(caps.config, stored)
+        _check_revoked(caller, config)
+    decision: Decision = await run_in_threadpool(caps.check, stored, estimate, reserve=reserve)
+    now = caps.clock()
+    return _json(_decision_json(user_id, decision, now), headers=_decision_headers(decision, now))
 
 
 def _decision_json(user_id: str, d: Decision, now_ms: int) -> dict[str, Any]:
@@ -299,87 +310,75 @@ def _decision_headers(d: Decision, now_ms: int) -> dict[str, str]:
 
 
 @router.delete("/{user_id:path}/reservations/{reservation_id}")
+@_answering_errors
 async def release(user_id: str, reservation_id: str, request: Request) -> Response:
-    try:
-        _require_user(request, _user(user_id))
-        released = _caps(request).release(_stored(request, user_id), reservation_id)
-        if not released:
-            raise _HTTPError(404, "no such reservation (settled, expired or released)")
-        return Response(status_code=204)
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    _require_user(request, _user(user_id))
+    released = _caps(request).release(_stored(request, user_id), reservation_id)
+    if not released:
+        raise _HTTPError(404, "no such reservation (settled, expired or released)")
+    return Response(status_code=204)
 
 
 @router.get("/{user_id:path}/limits")
+@_answering_errors
 async def get_limits(user_id: str, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        config, plan = await run_in_threadpool(_caps(request).config, _stored(request, _user(user_id)))
-        return _json(_plan_json(user_id, config, plan))
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    _require_admin(request)
+    config, plan = await run_in_threadpool(_caps(request).config, _stored(request, _user(user_id)))
+    return _json(_plan_json(user_id, config, plan))
 
 
 @router.put("/{user_id:path}/tier")
+@_answering_errors
 async def put_tier(user_id: str, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        body = await _body(request)
-        tier = body.get("tier")
-        if not isinstance(tier, str) or set(body) != {"tier"}:
-            raise _HTTPError(400, 'expected {"tier": "<name>"}')
-        caps, stored = _caps(request), _stored(request, _user(user_id))
-        await run_in_threadpool(caps.set_tier, stored, tier)
-        config, plan = await run_in_threadpool(caps.config, stored)
-        log.info("tier of a user set to %s", tier)
-        return _json(_plan_json(user_id, config, plan))
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    _require_admin(request)
+    body = await _body(request)
+    tier = body.get("tier")
+    if not isinstance(tier, str) or set(body) != {"tier"}:
+        raise _HTTPError(400, 'expected {"tier": "<name>"}')
+    caps, stored = _caps(request), _stored(request, _user(user_id))
+    await run_in_threadpool(caps.set_tier, stored, tier)
+    config, plan = await run_in_threadpool(caps.config, stored)
+    log.info("tier of a user set to %s", tier)
+    return _json(_plan_json(user_id, config, plan))
 
 
 @router.put("/{user_id:path}/limits")
+@_answering_errors
 async def put_limits(user_id: str, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        body = await _body(request)
-        for spec in (body.get("caps") or {}).values() if isinstance(body.get("caps"), dict) else ():
-            money = spec.get("limit_usd") if isinstance(spec, dict) else spec
-            if money is not None and not isinstance(money, str):
-                raise _HTTPError(400, 'limit_usd must be a decimal string (e.g. "5.00") or null')
-        overrides = Overrides.parse(body)
-        caps, stored = _caps(request), _stored(request, _user(user_id))
-        caps.book.plan(None, overrides)  # every override must apply to a tier
-        await run_in_threadpool(caps.set_overrides, stored, overrides)
-        config, plan = await run_in_threadpool(caps.config, stored)
-        return _json(_plan_json(user_id, config, plan))
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    _require_admin(request)
+    body = await _body(request)
+    for spec in (body.get("caps") or {}).values() if isinstance(body.get("caps"), dict) else ():
+        money = spec.get("limit_usd") if isinstance(spec, dict) else spec
+        if money is not None and not isinstance(money, str):
+            raise _HTTPError(400, 'limit_usd must be a decimal string (e.g. "5.00") or null')
+    overrides = Overrides.parse(body)
+    caps, stored = _caps(request), _stored(request, _user(user_id))
+    caps.book.plan(None, overrides)  # every override must apply to a tier
+    await run_in_threadpool(caps.set_overrides, stored, overrides)
+    config, plan = await run_in_threadpool(caps.config, stored)
+    return _json(_plan_json(user_id, config, plan))
 
 
 @router.post("/{user_id:path}/tokens")
+@_answering_errors
 async def mint(user_id: str, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        body = await _body(request)
-        ttl = body.get("ttl_seconds", DEFAULT_TOKEN_TTL)
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= MAX_TOKEN_TTL:
-            raise _HTTPError(400, f"ttl_seconds must be a whole number from 60 to {MAX_TOKEN_TTL}")
-        key = token_key(request.app.state.settings)
-        if key is None:
-            raise _HTTPError(409, "set SPANMETER_USER_TOKEN_SECRET or SPANMETER_ADMIN_TOKEN to mint user tokens")
-        now = _caps(request).clock()
-        expires = now // 1000 + ttl
-        token = mint_token(key, _user(user_id), now, expires)
-        return _json({"user_id": user_id, "token": token, "expires_at": iso(expires * 1000)}, 201)
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    _require_admin(request)
+    body = await _body(request)
+    ttl = body.get("ttl_seconds", DEFAULT_TOKEN_TTL)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= MAX_TOKEN_TTL:
+        raise _HTTPError(400, f"ttl_seconds must be a whole number from 60 to {MAX_TOKEN_TTL}")
+    key = token_key(request.app.state.settings)
+    if key is None:
+        raise _HTTPError(409, "set SPANMETER_USER_TOKEN_SECRET or SPANMETER_ADMIN_TOKEN to mint user tokens")
+    now = _caps(request).clock()
+    expires = now // 1000 + ttl
+    token = mint_token(key, _user(user_id), now, expires)
+    return _json({"user_id": user_id, "token": token, "expires_at": iso(expires * 1000)}, 201)
 
 
 @router.delete("/{user_id:path}/tokens")
+@_answering_errors
 async def revoke(user_id: str, request: Request) -> Response:
-    try:
-        _require_admin(request)
-        at = await run_in_threadpool(_caps(request).revoke_tokens, _stored(request, _user(user_id)))
-        return _json({"user_id": user_id, "revoked_before": iso(at)})
-    except Exception as exc:  # noqa: BLE001
-        return _error(exc, request)
+    _require_admin(request)
+    at = await run_in_threadpool(_caps(request).revoke_tokens, _stored(request, _user(user_id)))
+    return _json({"user_id": user_id, "revoked_before": iso(at)})
