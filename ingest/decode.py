@@ -313,7 +313,10 @@ def _json_attributes(items: Any) -> dict[str, Any]:
     return out
 
 
-def _json_value(v: Any) -> Any:
+_MAX_JSON_DEPTH = 64  # arrays within arrays: protobuf's parser refuses nesting past 100 too
+
+
+def _json_value(v: Any, depth: int = 0) -> Any:
     if not isinstance(v, dict):
         return None
     if "stringValue" in v:
@@ -325,8 +328,11 @@ def _json_value(v: Any) -> Any:
     if "boolValue" in v:
         return bool(v["boolValue"])
     if "arrayValue" in v:
+        if depth >= _MAX_JSON_DEPTH:
+            # 400, and never a RecursionError (a 503 retried forever) whatever the stack left.
+            raise DecodeError(f"attribute value nested deeper than {_MAX_JSON_DEPTH} arrays")
         values = (v["arrayValue"] or {}).get("values") or ()
-        return [x for x in (_json_value(e) for e in values) if x is not None]
+        return [x for x in (_json_value(e, depth + 1) for e in values) if x is not None]
     return None
 
 

@@ -85,3 +85,16 @@ def test_response_reports_partial_success_in_the_request_encoding():
     assert pb.partial_success.rejected_spans == 2 and pb.partial_success.error_message == "two refused"
     assert encode_response("application/json") == b"{}"
     assert encode_response("application/json", 1, "m") == b'{"partialSuccess":{"rejectedSpans":"1","errorMessage":"m"}}'
+
+
+def test_json_arrays_nested_past_the_limit_are_a_400_not_a_recursion_error():
+    from spanmeter.ingest.decode import decode_json
+
+    def doc(depth: int) -> bytes:
+        value = '{"arrayValue":{"values":[' * depth + '{"intValue":"7"}' + "]}}" * depth
+        return ('{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":' + value + '}]},'
+                '"scopeSpans":[]}]}').encode()
+
+    with pytest.raises(DecodeError, match="nested deeper than 64"):
+        decode_json(doc(65))
+    assert decode_json(doc(64)) == []  # accepted (no spans in it)
