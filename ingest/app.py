@@ -37,11 +37,10 @@ from .errors import (
 )
 from .metrics import Metrics
 from .migrate import migrate
-from .normalize import normalize
-from .privacy import pseudonymize
 from .price import PriceBook
 from .price_history import record_prices
 from .store import QueryError, Store
+from .workers import Preparer
 from .writer import Writer
 
 log = logging.getLogger("spanmeter.ingest")
@@ -74,10 +73,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         state.caps = Caps.from_settings(state.store, settings).watch(state.writer)
         state.caps.preload()  # in the background: recent users' first checks answer from memory
         state.writer.start()
+        state.preparer = Preparer(settings)
+        state.preparer.start()
         log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)
         try:
             yield
         finally:
+            state.preparer.close()
             state.writer.stop()
 
     app = FastAPI(title="spanmeter ingest", lifespan=lifespan)
@@ -93,19 +95,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         try:
             _authorize(request, settings.ingest_token)
             kind = decode_stage.media_type(request.headers.get("content-type"))
+            # Admission before the body is read: a full pipeline answers 429 at once.
+            writer: Writer = app.state.writer
+            if writer.queued_rows >= settings.queue_max_rows:
+                raise Overloaded(f"{writer.queued_rows} rows already queued")
+            preparer: Preparer = app.state.preparer
+            declared = request.headers.get("content-length")
+            preparer.admit(int(declared) if declared and declared.isdigit() else 0)
             body = await _read_body(request, settings.max_body_bytes)
-            spans = decode_stage.decode(
-                body,
-                kind,
-                request.headers.get("content-encoding"),
-                max_decompressed_bytes=settings.max_decompressed_bytes,
-            )
-            if len(spans) > settings.max_spans_per_request:
-                raise PayloadTooLarge(f"{len(spans)} spans in one request, limit {settings.max_spans_per_request}")
-            metrics.spans_received.inc(len(spans))
-            result = normalize(spans, max_attribute_length=settings.max_attribute_length)
-            if settings.user_id_key is not None:
-                pseudonymize(result, settings.user_id_key)
+            # decode, span limit, normalize, pseudonymize: in a worker process when there are any.
+            result = await preparer.prepare(body, kind, request.headers.get("content-encoding"))
+            metrics.spans_received.inc(result.spans)
             prices: PriceBook = app.state.prices
             for record in result.records:
                 prices.price(record)
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                     metrics.unpriced.labels(record.pricing_status).inc()
             _refuse_unstorable_costs(result)
             metrics.usage_records.inc(len(result.records))
-            await app.state.writer.submit(result.records, result.links)
+            await writer.submit(result.records, result.links)
         except SpanmeterError as exc:
             return _error(exc, kind, settings, metrics)
         except Exception as exc:  # noqa: BLE001 - a bug must never lose data

@@ -37,6 +37,8 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port (default 4318, OTLP/HTTP)")] = None,
     dsn: DsnOpt = None,
     database: Annotated[Optional[str], typer.Option(help="ClickHouse database")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes that decode exports (default: one per core beyond the first, at most 4; 0: none)")] = None,
     log_level: str = "info",
 ) -> None:
     """Serve OTLP/HTTP on /v1/traces and the usage API."""
@@ -44,7 +46,7 @@ def serve(
 
     from .app import create_app
 
-    settings = _settings(host=host, port=port, clickhouse_dsn=dsn, database=database)
+    settings = _settings(host=host, port=port, clickhouse_dsn=dsn, database=database, ingest_workers=workers)
     check_bind(settings)
     from .store import _redact
 

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=50, ge=0)
     queue_max_rows: int = Field(default=500_000, gt=0)
     retry_after_seconds: int = Field(default=5, gt=0)
+    # Processes that decode and normalize exports (ingest/workers.py), beside the one that
+    # serves HTTP and writes. Unset: one per core beyond the first, at most 4; 0: in-process.
+    ingest_workers: int | None = Field(default=None, ge=0)
+    # Body bytes of exports waiting to be decoded; past it an export is answered 429 before it is
+    # read (an overloaded service answers at once instead of queueing without bound).
+    max_pending_decode_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     # How many recent (trace_id, span_id) keys the writer remembers to keep duplicates out.
     dedupe_keys: int = Field(default=2_000_000, gt=0)
 

@@ -1,0 +1,83 @@
+"""Decode and normalize in worker processes (SPANMETER_INGEST_WORKERS): a worker that dies fails
+only the exports it held, with a retryable 503, and the pool comes back; exports waiting for a
+busy worker past SPANMETER_MAX_PENDING_DECODE_BYTES get 429 + Retry-After before being read.
+Both end with every call stored once after the exporters' retries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spanmeter.ingest.app import create_app
+from tests.support.otlp import chat, to_protobuf
+from tests.support.storecheck import double_counted, totals
+
+PB = {"Content-Type": "application/x-protobuf"}
+
+
+def export(trace: int, n: int) -> bytes:
+    now = time.time_ns()
+    return to_protobuf([chat(trace, s, model="gpt-4o-mini", input=100, output=10, user=f"w-{trace}", start_ns=now)
+                        for s in range(1, n + 1)])
+
+
+@pytest.fixture
+def worker_client(settings, store):
+    with TestClient(create_app(settings.model_copy(update={"ingest_workers": 1, "retry_after_seconds": 2,
+                                                           "max_pending_decode_bytes": 1}), store=store)) as c:
+        yield c
+
+
+def _worker_pids(client) -> list[int]:
+    pool = client.app.state.preparer._pool
+    return [p.pid for p in pool._processes.values()]
+
+
+def test_a_killed_worker_gives_503_then_the_pool_comes_back(worker_client, store):
+    client = worker_client
+    assert client.post("/v1/traces", content=export(1, 4), headers=PB).status_code == 200
+    [pid] = _worker_pids(client)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    body = export(2, 5)
+    refused = client.post("/v1/traces", content=body, headers=PB)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+    # The exporter retries: a fresh worker decodes it.
+    assert client.post("/v1/traces", content=body, headers=PB).status_code == 200
+    assert _worker_pids(client) != [pid]
+    assert client.post("/v1/traces", content=body, headers=PB).status_code == 200  # a replay
+    rows = lambda q: store.query(q).rows  # noqa: E731
+    assert totals(rows, store.database)["events"][:3] == (9, 900, 90)
+    assert double_counted(rows, store.database) == 0
+
+
+def test_exports_waiting_for_a_busy_worker_get_429_before_being_read(worker_client, store):
+    client = worker_client
+    assert client.post("/v1/traces", content=export(10, 1), headers=PB).status_code == 200
+    [pid] = _worker_pids(client)
+    first, second = export(11, 3), export(12, 2)
+    os.kill(pid, signal.SIGSTOP)  # the worker is busy: the first export waits for it
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.post, "/v1/traces", content=first, headers=PB)
+            deadline = time.monotonic() + 10
+            while client.app.state.preparer.pending_bytes == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert client.app.state.preparer.pending_bytes == len(first)
+            refused = client.post("/v1/traces", content=second, headers=PB)
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
+            assert not waiting.done()
+            os.kill(pid, signal.SIGCONT)
+            assert waiting.result(30).status_code == 200
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert client.app.state.preparer.pending_bytes == 0
+    assert client.post("/v1/traces", content=second, headers=PB).status_code == 200  # the retry
+    rows = lambda q: store.query(q).rows  # noqa: E731
+    assert totals(rows, store.database)["events"][:3] == (6, 600, 60)
+    assert double_counted(rows, store.database) == 0
