@@ -690,9 +690,200 @@ LIMIT 200""",
                      panels, variables)
 
 
+# --- Budgets ---------------------------------------------------------------------------------
+# Caps as the caps engine computes them, from the snapshot the service writes to cap_status
+# (ingest/budgets.py, clickhouse/0012): sessions cannot be recomputed in SQL, so every panel reads
+# the latest snapshot (the view cap_status_latest) and agrees with GET /v1/users/{id}/usage at
+# the snapshot's instant. The panels show "now": the time picker does not apply.
+
+BUDGET_FILTERS = (
+    "$__conditionalAll(tier IN (${tier}), $tier)"
+    " AND $__conditionalAll(window_name IN (${window}), $window)"
+)
+WINDOW_ORDER = ("multiIf(window_name = 'session', 0, startsWith(window_name, 'rolling_'), 1, window_name = 'day', 2, "
+                "window_name = 'week', 3, 4)")
+NEAR_PERCENT = 80
+SNAPSHOT_NOTE = (" From the latest caps snapshot (every SPANMETER_CAPS_SNAPSHOT_SECONDS, 60 by default): the numbers "
+                 "the usage API gave at that instant, reservations included. The time picker does not apply.")
+
+
+def percent_gauge() -> dict[str, Any]:
+    # A bar in each cell: green below 80%, orange from 80%, red from 100% (over the cap).
+    return override(
+        "used", unit="percent", decimals=1, min=0, max=100,
+        thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                  {"color": "orange", "value": NEAR_PERCENT},
+                                                  {"color": "red", "value": 100}]},
+        **{"custom.cellOptions": {"type": "gauge", "mode": "basic", "valueDisplayMode": "text"}},
+    )
+
+
+def not_capped_mapping() -> list[dict[str, Any]]:
+    return [{"type": "special", "options": {"match": "null", "result": {"text": "not capped", "index": 0}}}]
+
+
+def budgets() -> dict[str, Any]:
+    over = stat(
+        "Users over a cap",
+        f"""SELECT
+    uniqExactIf(user_id, status = 'over') AS users_over,
+    uniqExactIf(user_id, status = 'over' AND hard) AS over_a_hard_cap
+FROM cap_status_latest
+WHERE {BUDGET_FILTERS}""",
+        red_above_zero=True,
+        description="Users whose spend plus reservations has reached a cap. Over a hard cap, /check denies their "
+                    "calls until the window resets; over a soft cap (hard: false) it warns." + SNAPSHOT_NOTE,
+    )
+    near = stat(
+        f"Users at {NEAR_PERCENT}% or more of a cap",
+        f"""SELECT uniqExactIf(user_id, percent >= {NEAR_PERCENT}) AS users
+FROM cap_status_latest
+WHERE {BUDGET_FILTERS}""",
+        red_above_zero=True,
+        description=f"Users with at least one window at {NEAR_PERCENT}% of its cap or more, those over it "
+                    "included." + SNAPSHOT_NOTE,
+    )
+    active = stat(
+        "Users in an open window",
+        f"""SELECT
+    uniqExact(user_id) AS users,
+    uniqExactIf(user_id, limit_usd IS NOT NULL) AS users_capped
+FROM cap_status_latest
+WHERE {BUDGET_FILTERS}""",
+        description="Users with spend, calls or a reservation in a window still open; capped: in a window "
+                    "that has a cap." + SNAPSHOT_NOTE,
+    )
+    freshness = stat(
+        "Snapshot",
+        """SELECT
+    max(taken_at) AS taken_at_latest,
+    dateDiff('second', taken_at_latest, now64(3)) AS age_seconds
+FROM cap_status""",
+        overrides=[
+            override("taken_at_latest", unit="dateTimeAsIso"),
+            override("age_seconds", unit="s", decimals=0,
+                     thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                               {"color": "orange", "value": 300},
+                                                               {"color": "red", "value": 900}]}),
+        ],
+        description="When the caps engine last wrote its numbers, and how long ago. Older than a few intervals: "
+                    "the service is stopped or cannot write to ClickHouse, and these panels are that old.",
+    )
+    near_table = table(
+        "Users near or over a cap",
+        f"""SELECT
+    user_id AS user,
+    tier AS tier_name,
+    window_name AS cap_window,
+    spent_usd AS spent,
+    reserved_usd AS reserved,
+    limit_usd AS cap,
+    percent AS used,
+    status AS cap_status,
+    if(hard, 'hard', 'soft') AS cap_kind,
+    resets_at AS resets,
+    unpriced_calls AS calls_unpriced
+FROM cap_status_latest
+WHERE percent >= {NEAR_PERCENT} AND {BUDGET_FILTERS}
+ORDER BY used DESC, user ASC, cap_window ASC
+LIMIT 500""",
+        description=f"Every window at {NEAR_PERCENT}% of its cap or more. Used = (spent + reserved) / cap. "
+                    "Resets: when the window ends (session, day, week, month) or its oldest call leaves it "
+                    "(rolling). Calls unpriced: their cost is not in spent (a lower bound). Click a user for "
+                    "the user detail dashboard." + SNAPSHOT_NOTE,
+        overrides=[
+            override("user", links=[{"title": "User detail", "url": "/d/spanmeter-user-detail/user-detail?"
+                                      "var-user=${__value.raw:percentencode}&${__url_time_range}"}]),
+            override("spent", unit="currencyUSD", decimals=2),
+            override("reserved", unit="currencyUSD", decimals=2),
+            override("cap", unit="currencyUSD", decimals=2),
+            percent_gauge(),
+            override("resets", unit="dateTimeAsIso"),
+        ],
+    )
+    distribution = barchart(
+        "Users by their highest share of a cap",
+        f"""SELECT
+    multiIf(top < 25, '< 25%', top < 50, '25-50%', top < {NEAR_PERCENT}, '50-{NEAR_PERCENT}%', top < 100,
+            '{NEAR_PERCENT}-100%', '>= 100%') AS band,
+    count() AS users
+FROM (
+    SELECT user_id, max(percent) AS top
+    FROM cap_status_latest
+    WHERE percent IS NOT NULL AND {BUDGET_FILTERS}
+    GROUP BY user_id
+)
+GROUP BY band
+ORDER BY min(top)""",
+        x_field="band",
+        description="Capped users by the window closest to its cap: how much headroom the population has."
+                    + SNAPSHOT_NOTE,
+    )
+    per_tier = barchart(
+        "Users per tier",
+        f"""SELECT
+    tier AS tier_name,
+    uniqExact(user_id) AS users,
+    uniqExactIf(user_id, percent >= {NEAR_PERCENT}) AS at_{NEAR_PERCENT}pct_or_more,
+    uniqExactIf(user_id, status = 'over') AS over_cap
+FROM cap_status_latest
+WHERE {BUDGET_FILTERS}
+GROUP BY tier_name
+ORDER BY tier_name""",
+        x_field="tier_name",
+        description="Users in an open window per tier (the tier whose caps apply to them now), those at "
+                    f"{NEAR_PERCENT}% or more of a cap and those over one." + SNAPSHOT_NOTE,
+    )
+    tier_caps = table(
+        "Tier caps",
+        f"""SELECT
+    tier AS tier_name,
+    if(is_default, 'default', '') AS default_tier,
+    window_name AS cap_window,
+    limit_usd AS cap,
+    warn_at AS warn_at_share,
+    if(hard, 'hard', 'soft') AS cap_kind,
+    timezone AS time_zone,
+    effective_from AS since
+FROM tier_caps_current
+WHERE {BUDGET_FILTERS}
+ORDER BY tier_name ASC, {WINDOW_ORDER} ASC, cap_window ASC""",
+        description="The caps of each tier as the service loaded them from SPANMETER_TIERS_FILE (since: when this "
+                    "version was first applied; every version is kept in tier_caps). A user's own overrides "
+                    "(admin API) show in the tables above, not here. Warn at: the soft limit, a share of the cap.",
+        overrides=[
+            override("cap", unit="currencyUSD", decimals=2, mappings=not_capped_mapping()),
+            override("warn_at_share", unit="percentunit", decimals=0),
+            override("since", unit="dateTimeAsIso"),
+        ],
+    )
+
+    panels = layout([
+        (1, [(row("Now"), 24)]),
+        (4, [(over, 6), (near, 6), (active, 6), (freshness, 6)]),
+        (12, [(near_table, 24)]),
+        (1, [(row("Headroom"), 24)]),
+        (8, [(distribution, 12), (per_tier, 12)]),
+        (1, [(row("Caps"), 24)]),
+        (9, [(tier_caps, 24)]),
+    ])
+    variables = [
+        query_variable("tier", "Tier", "SELECT tier FROM tier_caps_current GROUP BY tier ORDER BY tier"),
+        query_variable(
+            "window", "Window",
+            "SELECT window_name FROM (SELECT window_name FROM tier_caps_current UNION ALL "
+            f"SELECT window_name FROM cap_status_latest) GROUP BY window_name ORDER BY {WINDOW_ORDER}, window_name",
+        ),
+    ]
+    return dashboard("spanmeter-budgets", "spanmeter: budgets",
+                     "Users near or over their caps, from the caps engine's snapshots; the caps of each tier.",
+                     panels, variables)
+
+
 DASHBOARDS = {
     "cost-overview.json": cost_overview,
     "user-detail.json": user_detail,
+    "budgets.json": budgets,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import decode as decode_stage
 from .api_admin import router as admin_router
 from .api_caps import router as caps_router
+from .budgets import Snapshots, record_tier_caps
 from .caps import Caps
 from .config import Settings, get_settings
 from .errors import (
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         state.writer = Writer(state.store, settings, state.metrics)
         state.caps = Caps.from_settings(state.store, settings).watch(state.writer)
         state.caps.preload()  # in the background: recent users' first checks answer from memory
+        _record_tier_caps(state.store, state.caps, settings)
+        state.snapshots = Snapshots(state.caps, state.store, every_seconds=settings.caps_snapshot_seconds).start()
         state.writer.start()
         state.preparer = Preparer(settings)
         state.preparer.start()
@@ -81,6 +85,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         finally:
             state.preparer.close()
             state.writer.stop()
+            # After the writer: the last snapshot holds every row it committed.
+            state.snapshots.stop(final=bool(settings.caps_snapshot_seconds))
 
     app = FastAPI(title="spanmeter ingest", lifespan=lifespan)
     app.state.settings = settings
@@ -238,6 +244,15 @@ def _record_prices(store: Store, prices: PriceBook) -> None:
         record_prices(store, prices)
     except SpanmeterError as exc:
         log.warning("rates not recorded in the prices table: %s", exc)
+
+
+def _record_tier_caps(store: Store, caps: Caps, settings: Settings) -> None:
+    # The caps as SQL sees them (tier_caps); the caps themselves work without it.
+    source = str(settings.tiers_file) if settings.tiers_file else "no tiers file: track only"
+    try:
+        record_tier_caps(store, caps.book, source=source, now_ms=time.time_ns() // 1_000_000)
+    except SpanmeterError as exc:
+        log.warning("tier caps not recorded in the tier_caps table: %s", exc)
 
 
 def _engine(settings: Settings) -> str:

@@ -867,9 +867,10 @@ class Caps:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def usage(self, user_id: str) -> tuple[UserConfig, Plan, list[WindowUsage]]:
+    def usage(self, user_id: str, now: int | None = None) -> tuple[UserConfig, Plan, list[WindowUsage]]:
+        """Each window's spend at `now` (default: the clock), reservations included."""
         with self._user_lock(user_id):
-            ledger, now, windows = self._windows(user_id)
+            ledger, now, windows = self._windows(user_id, now)
             reserved = self._reserved(user_id, now)
         for w in windows:
             w.reserved_pico = reserved
@@ -900,6 +901,11 @@ class Caps:
                     del held[i]
                     return True
         return False
+
+    def reserving_users(self) -> list[str]:
+        """Users holding a reservation (their spend may be nothing yet)."""
+        with self._res_lock:
+            return list(self._reservations)
 
     def config(self, user_id: str) -> tuple[UserConfig, Plan]:
         ledger = self._ledger(user_id, self.clock())
@@ -1020,8 +1026,8 @@ class Caps:
             return 0
         return sum(r.amount_pico for r in held)
 
-    def _windows(self, user_id: str) -> tuple[_Ledger, int, list[WindowUsage]]:
-        now = self.clock()
+    def _windows(self, user_id: str, now: int | None = None) -> tuple[_Ledger, int, list[WindowUsage]]:
+        now = self.clock() if now is None else now
         ledger = self._ledger(user_id, now)
         with ledger.lock:
             windows = None if ledger.stale else ledger.windows(now)
@@ -1145,9 +1151,10 @@ class Caps:
                                     loaded_at)
         return ledgers
 
-    def preload(self, *, background: bool = True, chunk: int = 2000) -> int | None:
-        """Load the ledgers of the users active in the look-back in a few grouped passes, so that
-        their first check after a start answers from memory. Users already loaded are kept."""
+    def preload(self, *, background: bool = True, chunk: int = 2000, users: Sequence[str] | None = None) -> int | None:
+        """Load the ledgers of the users active in the look-back (or of `users`) in a few grouped
+        passes, so that their first check after a start answers from memory. Users already loaded
+        are kept."""
         if background:
             threading.Thread(target=self._preload_quietly, args=(chunk,), name="spanmeter-caps-preload",
                              daemon=True).start()
@@ -1158,7 +1165,7 @@ class Caps:
         since = min([session_lookback_start(now), now - plan.max_rolling_ms,
                      *(calendar_bounds(c.window.kind, now, zone(plan.timezone))[0]
                        for c in plan.caps if c.window.kind in CALENDAR)])
-        active = [r[0] for r in self.store.query(
+        active = list(users) if users is not None else [r[0] for r in self.store.query(
             f"SELECT user_id FROM {db}.usage_events WHERE event_time >= fromUnixTimestamp64Milli({{since:Int64}}) "
             "AND user_id != '' GROUP BY user_id ORDER BY max(event_time) DESC LIMIT {n:UInt64}",
             {"since": since, "n": self.max_users},

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # How long a /check's estimated cost stays reserved if its call's usage never lands.
     caps_reservation_seconds: float = Field(default=60.0, gt=0)
     caps_cache_users: int = Field(default=100_000, gt=0)
+    # Every this many seconds (and at stop) the caps engine's numbers per user and window are
+    # written to cap_status, for the Budgets dashboard and SQL (ingest/budgets.py). 0: never.
+    caps_snapshot_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("ingest_token", "admin_token", "user_id_key", mode="after")
     @classmethod

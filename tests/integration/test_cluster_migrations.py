@@ -51,7 +51,8 @@ def test_every_migrations_cluster_variant_parses(store):
                 assert d.group(1) == CLUSTER and d.group(2) == db and d.group(3).endswith("_local")
                 table = d.group(3).removesuffix("_local")
                 assert re.match(rf"CREATE TABLE IF NOT EXISTS {db}\.{table} ON CLUSTER {CLUSTER} AS {db}\.{table}_local", text)
-                expected_key = "cityHash64(user_id)" if table in ("usage_events", "usage_hourly", "usage_daily", "user_tiers") else "rand()"
+                expected_key = "cityHash64(user_id)" if table in (
+                    "usage_events", "usage_hourly", "usage_daily", "user_tiers", "cap_status") else "rand()"
                 assert d.group(4) == expected_key, text
                 seen_distributed.add(table)
             if text.startswith("CREATE MATERIALIZED VIEW"):
