@@ -203,7 +203,14 @@ class Writer:
             path.unlink(missing_ok=True)
             return
         token = (table.schema.metadata or {}).get(b"token", b"").decode()
-        self.store.insert_usage_arrow(table, token or None)
+        try:
+            self.store.insert_usage_arrow(table, token or None)
+        except StoreUnavailable as exc:
+            # ClickHouse is down (disk full ...) as the service starts: serve anyway, holding the
+            # batch as a failed insert is held (new exports get 503 until it lands).
+            log.warning("pending batch of %d rows not re-sent yet, held: %s", table.num_rows, exc)
+            self._held = _Held([], [], table, token or None)
+            return
         log.warning("re-sent a pending batch of %d rows left by an interrupted insert", table.num_rows)
         path.unlink(missing_ok=True)
 
@@ -300,6 +307,8 @@ class Writer:
             return True
         self._held = None
         self._pending_file.unlink(missing_ok=True)
+        if not held.rows:  # a batch found at start: its keys were not loaded with the stored ones
+            self._remember_table(held.table)
         self._remember(held.rows, held.cancelled)
         self._siblings.committed()
         log.warning("held batch of %d rows stored after a failed insert", len(held.rows))
@@ -471,6 +480,14 @@ class Writer:
             while parent and parent not in covered_now:
                 covered_now.add(parent)
                 parent = parents.get(parent)
+
+    def _remember_table(self, table: Any) -> None:
+        """Remember the keys of the rows counted by a stored Arrow batch (sign +1)."""
+        columns = table.select(["trace_id", "span_id", "sign"]).to_pydict()
+        keys = [t + s for t, s, sign in zip(columns["trace_id"], columns["span_id"], columns["sign"]) if sign > 0]
+        self._stored.update(keys, time.time_ns())
+        if self._uncertain:
+            self._uncertain.difference_update(keys)
 
     def _remember(self, rows: list[UsageRecord], cancelled: list[bytes]) -> None:
         facts = [r for r in rows if r.sign > 0]

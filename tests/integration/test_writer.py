@@ -1,6 +1,7 @@
 """The group-commit writer on real ClickHouse: exactly once, leaf rule across exports, failures."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -151,6 +152,40 @@ def test_a_batch_pending_when_the_process_died_is_re_sent_at_start(store, tmp_pa
     assert submit(writer, result).duplicates == 1
     writer.stop()
     assert net(store) == ((1, 100), (1, 100))
+
+
+def test_a_pending_batch_found_while_clickhouse_is_down_is_held_not_fatal(store, tmp_path, monkeypatch):
+    """The service starts (and answers 503) when ClickHouse cannot take the batch a killed process
+    left; the batch lands first once it can, and its rows are known as stored."""
+    from spanmeter.ingest.store import usage_arrow
+
+    settings = Settings(clickhouse_dsn="chdb://unused", database=store.database, batch_max_wait_ms=5,
+                        state_dir=tmp_path)
+    now = time.time_ns()  # recent: trusted to the writer's memory, not looked up in the table
+    left = export([chat(1, 1, model="gpt-4o", input=100, output=1, start_ns=now),
+                   chat(1, 2, model="gpt-4o", input=20, output=1, start_ns=now)])
+    for record in left.records:
+        record.pricing_status = "unknown_model"
+    Writer(store, settings, Metrics())._write_pending_file(usage_arrow(left.records), "token-2")
+    original = store.insert_usage_arrow
+
+    def down(table, token=None):
+        raise StoreUnavailable("ClickHouse is down")
+
+    monkeypatch.setattr(store, "insert_usage_arrow", down)
+    writer = Writer(store, settings, Metrics())
+    writer.start()  # does not raise
+    later = export([chat(2, 1, model="gpt-4o", input=3, output=1)])
+    with pytest.raises(StoreUnavailable):
+        submit(writer, later)
+    assert (tmp_path / "pending-batch.arrow").exists()
+    monkeypatch.setattr(store, "insert_usage_arrow", original)
+    assert submit(writer, later).stored == 1
+    assert not (tmp_path / "pending-batch.arrow").exists()
+    # The exporter's retry of the left batch: its rows are remembered, not counted again.
+    assert submit(writer, left).duplicates == 2
+    writer.stop()
+    assert net(store) == ((3, 123), (3, 123))
 
 
 def users(store):
