@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -133,7 +135,8 @@ class Preparer:
             if self.workers:
                 # spawn, not fork: the serving process runs chDB's threads, which a fork would
                 # copy mid-flight.
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
             else:
                 # One thread: the event loop stays free to answer (429s, health checks) meanwhile.
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="spanmeter-prepare")
@@ -171,6 +174,17 @@ class Preparer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker outlives a SIGKILLed service otherwise (it waits on its queue forever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="spanmeter-parent-watch", daemon=True).start()
 
 
 def _warm() -> int:
