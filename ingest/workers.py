@@ -94,7 +94,7 @@ def _pack(r: UsageRecord) -> tuple:
 
 
 def _unpack(t: tuple) -> UsageRecord:
-    # Positional, in the dataclasses' field order (tests/unit/test_workers.py checks the round trip).
+    # Positional, in the dataclasses' field order (tests/unit/test_worker_handoff.py checks the round trip).
     return UsageRecord(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], TokenUsage(t[8], t[9], t[10], t[11], t[12]),
                        Attribution(t[13], t[14], t[15], t[16], t[17], t[18]), t[19], t[20], t[21], t[22], t[23],
                        t[24], None, "", "", 1, t[25])
