@@ -4,13 +4,17 @@
 
 Routes: POST /v1/traces (OTLP/HTTP), POST /v1/sql (read-only SQL, admin), GET /healthz,
 GET /readyz, GET /metrics. Status codes are a contract with OTLP exporters: 400/413/415 are
-never retried; 429/503 carry Retry-After and are.
+never retried; 429/503 carry Retry-After and are. With a ClickHouse server unreachable at start
+the service starts anyway: every /v1/ route answers 503 + Retry-After and /readyz 503 while the
+store is opened again in the background every `retry_after_seconds` (an embedded store that
+cannot open still stops the start).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -67,29 +71,35 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = app.state
-        state.store = store or Store.connect(settings.clickhouse_dsn, settings.database)
-        migrate(state.store)
         state.prices = PriceBook.from_files(settings.prices_file)
-        _record_prices(state.store, state.prices)
-        state.writer = Writer(state.store, settings, state.metrics)
-        state.caps = Caps.from_settings(state.store, settings).watch(state.writer)
-        state.caps.preload()  # in the background: recent users' first checks answer from memory
-        _record_tier_caps(state.store, state.caps, settings)
-        state.snapshots = Snapshots(state.caps, state.store, every_seconds=settings.caps_snapshot_seconds).start()
-        state.writer.start()
+        opener = None
+        try:
+            _open_store(state, settings, store)
+        except StoreUnavailable as exc:
+            if store is not None or settings.is_embedded:
+                raise  # an embedded store that cannot open will not open by waiting
+            # A ClickHouse server that is down (or still starting) must not stop the ingest: it
+            # answers 503 + Retry-After, which every exporter retries, until the store opens.
+            log.warning("ClickHouse unreachable at start, answering 503 and retrying every %d s: %s",
+                        settings.retry_after_seconds, exc)
+            opener = _StoreOpener(state, settings).start()
         state.preparer = Preparer(settings)
         state.preparer.start()
-        log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)
         try:
             yield
         finally:
             state.preparer.close()
-            state.writer.stop()
-            # After the writer: the last snapshot holds every row it committed.
-            state.snapshots.stop(final=bool(settings.caps_snapshot_seconds))
+            if opener is not None:
+                opener.stop()
+            if state.store_ready:
+                state.writer.stop()
+                # After the writer: the last snapshot holds every row it committed.
+                state.snapshots.stop(final=bool(settings.caps_snapshot_seconds))
 
     app = FastAPI(title="spanmeter ingest", lifespan=lifespan)
+    app.add_middleware(_StoreGate)
     app.state.settings = settings
+    app.state.store_ready = False
     app.state.metrics = Metrics()
     app.include_router(admin_router)
     app.include_router(caps_router)
@@ -155,7 +165,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ok = app.state.store.ping()
+        ok = app.state.store_ready and app.state.store.ping()
         status = 200 if ok else 503
         return JSONResponse({"status": "ready" if ok else "store unavailable"}, status_code=status)
 
@@ -244,6 +254,80 @@ def _record_prices(store: Store, prices: PriceBook) -> None:
         record_prices(store, prices)
     except SpanmeterError as exc:
         log.warning("rates not recorded in the prices table: %s", exc)
+
+
+def _open_store(state: Any, settings: Settings, store: Store | None) -> None:
+    """Connect, migrate and start everything that needs the store; published on `state` only
+    once all of it is up, so a failure half way leaves nothing running."""
+    opened = store or Store.connect(settings.clickhouse_dsn, settings.database)
+    try:
+        migrate(opened)
+        _record_prices(opened, state.prices)
+        writer = Writer(opened, settings, state.metrics)
+        caps = Caps.from_settings(opened, settings).watch(writer)
+        writer.start()
+    except BaseException:
+        if store is None:
+            opened.close()
+        raise
+    caps.preload()  # in the background: recent users' first checks answer from memory
+    _record_tier_caps(opened, caps, settings)
+    state.store, state.writer, state.caps = opened, writer, caps
+    state.snapshots = Snapshots(caps, opened, every_seconds=settings.caps_snapshot_seconds).start()
+    state.store_ready = True
+    log.info("spanmeter ingest ready on %s (database %s)", _engine(settings), settings.database)
+
+
+class _StoreOpener:
+    """Retries `_open_store` in the background until ClickHouse answers."""
+
+    def __init__(self, state: Any, settings: Settings) -> None:
+        self.state, self.settings = state, settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spanmeter-store-opener", daemon=True)
+
+    def start(self) -> _StoreOpener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.retry_after_seconds):
+            try:
+                _open_store(self.state, self.settings, None)
+                return
+            except StoreUnavailable as exc:
+                log.info("ClickHouse still unreachable: %s", exc)
+            except Exception:  # noqa: BLE001 - e.g. a changed migration: say so, keep trying
+                log.exception("the store could not be opened")
+
+
+class _StoreGate:
+    """ASGI middleware: until the store is open, every /v1/ route answers 503 + Retry-After (in
+    the request's OTLP encoding on /v1/traces, JSON elsewhere). Once open it only passes through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        state = scope["app"].state
+        if state.store_ready:
+            return await self.app(scope, receive, send)
+        exc = StoreUnavailable("ClickHouse is not reachable yet")
+        if scope["path"] == "/v1/traces":
+            content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            kind = decode_stage.JSON if "json" in content_type else decode_stage.PROTOBUF
+            response = _error(exc, kind, state.settings, state.metrics)
+        else:  # the usage and admin APIs' own error body
+            response = Response(orjson.dumps({"code": 503, "message": str(exc)}), status_code=503,
+                                media_type="application/json",
+                                headers={"Retry-After": str(state.settings.retry_after_seconds)})
+        await response(scope, receive, send)
 
 
 def _record_tier_caps(store: Store, caps: Caps, settings: Settings) -> None:
