@@ -30,7 +30,6 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from .caps import (
-    DAY_MS,
     HOUR_MS,
     ROLLING,
     SESSION,
@@ -139,11 +138,12 @@ def earliest_window_start(book: TierBook, now_ms: int) -> int:
     """The earliest instant any open window of any tier (or a user's override) can start at."""
     longest_rolling = max((c.window.hours for t in book.tiers.values() for c in t.caps if c.window.kind == ROLLING),
                           default=0)
-    # Calendar windows in any time zone (UTC-12 .. UTC+14) start within a day of UTC's.
-    month_start, _ = calendar_bounds("month", now_ms, UTC)
-    week_start, _ = calendar_bounds("week", now_ms, UTC)
-    return min(session_lookback_start(now_ms), now_ms - longest_rolling * HOUR_MS,
-               month_start - DAY_MS, week_start - DAY_MS)
+    # A calendar window in a zone at UTC+o (o from -12 to +14 hours) holds the local date of
+    # now + o, no earlier than UTC's date 12 hours ago, and starts at a local midnight, at most
+    # 14 hours before that midnight in UTC.
+    behind = now_ms - 12 * HOUR_MS
+    calendar = min(calendar_bounds(kind, behind, UTC)[0] for kind in ("week", "month")) - 14 * HOUR_MS
+    return min(session_lookback_start(now_ms), now_ms - longest_rolling * HOUR_MS, calendar)
 
 
 class Snapshots:
