@@ -113,8 +113,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             kind = decode_stage.media_type(request.headers.get("content-type"))
             # Admission before the body is read: a full pipeline answers 429 at once.
             writer: Writer = app.state.writer
-            if writer.queued_rows >= settings.queue_max_rows:
-                raise Overloaded(f"{writer.queued_rows} rows already queued")
+            writer.check_admission(1)
             preparer: Preparer = app.state.preparer
             declared = request.headers.get("content-length")
             preparer.admit(int(declared) if declared and declared.isdigit() else 0)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=50_000, gt=0)
     batch_max_wait_ms: int = Field(default=50, ge=0)
     queue_max_rows: int = Field(default=500_000, gt=0)
+    # Past this wait of the oldest queued rows the writer is behind: exports get 429 (before
+    # being read) until it catches up, which bounds every acknowledgement's latency.
+    queue_max_delay_ms: int = Field(default=1000, gt=0)
     retry_after_seconds: int = Field(default=5, gt=0)
     # Processes that decode and normalize exports (ingest/workers.py), beside the one that
     # serves HTTP and writes. Unset: one per core beyond the first, at most 4; 0: in-process.

@@ -70,6 +70,7 @@ class _Submission:
     records: list[UsageRecord]
     links: list[tuple[bytes, bytes]]  # (key, parent key) of spans without usage
     future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -146,6 +147,7 @@ class Writer:
         self.max_rows = settings.batch_max_rows
         self.max_wait = settings.batch_max_wait_ms / 1000
         self.queue_max_rows = settings.queue_max_rows
+        self.queue_max_delay = settings.queue_max_delay_ms / 1000
         self.metrics = metrics
         self._pending: deque[_Submission] = deque()
         self._queued_rows = 0
@@ -244,13 +246,27 @@ class Writer:
             return Outcome()
         return await asyncio.wrap_future(self.submit_nowait(records, list(links)))
 
+    def check_admission(self, rows: int = 0) -> None:
+        """Raise `Overloaded` (429) when the queue is full, or when its oldest rows have waited
+        past `queue_max_delay_ms`: the writer is behind, and accepting more would only make every
+        acknowledgement later (the exporter retries after Retry-After instead)."""
+        pending = self._pending
+        if self._queued_rows and self._queued_rows + rows > self.queue_max_rows:
+            raise Overloaded(f"{self._queued_rows} rows already queued")
+        if pending:
+            try:
+                waited = time.monotonic() - pending[0].queued_at
+            except IndexError:  # taken by the writer meanwhile
+                return
+            if waited > self.queue_max_delay:
+                raise Overloaded(f"the oldest queued rows have waited {waited * 1000:.0f} ms")
+
     def submit_nowait(self, records: list[UsageRecord], links: list[tuple[bytes, bytes]]) -> Future:
         submission = _Submission(records, links)
         with self._cond:
             if not self._running:
                 raise StoreUnavailable("the writer is not running")
-            if self._queued_rows and self._queued_rows + len(records) > self.queue_max_rows:
-                raise Overloaded(f"{self._queued_rows} rows already queued")
+            self.check_admission(len(records))
             self._pending.append(submission)
             self._queued_rows += len(records)
             self.metrics.queue_rows.set(self._queued_rows)

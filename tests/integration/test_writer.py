@@ -188,6 +188,40 @@ def test_a_pending_batch_found_while_clickhouse_is_down_is_held_not_fatal(store,
     assert net(store) == ((3, 123), (3, 123))
 
 
+def test_rows_queued_past_the_delay_budget_refuse_new_work_until_the_writer_catches_up(store, monkeypatch):
+    import threading
+
+    from spanmeter.ingest.errors import Overloaded
+
+    writer = make_writer(store, queue_max_delay_ms=200)
+    release, inserting = threading.Event(), threading.Event()
+    original = store.insert_usage_arrow
+
+    def slow(table, token=None):
+        inserting.set()
+        release.wait(30)
+        return original(table, token)
+
+    monkeypatch.setattr(store, "insert_usage_arrow", slow)
+    first = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
+    second = export([chat(2, 1, model="gpt-4o", input=20, output=1)])
+    third = export([chat(3, 1, model="gpt-4o", input=3, output=1)])
+    held = writer.submit_nowait(first.records, first.links)
+    assert inserting.wait(10)  # taken, its insert is slow
+    queued = writer.submit_nowait(second.records, second.links)  # waits behind it, under budget
+    time.sleep(0.3)
+    with pytest.raises(Overloaded, match="waited"):
+        writer.submit_nowait(third.records, third.links)
+    with pytest.raises(Overloaded):
+        writer.check_admission(1)  # what the app asks before reading an export
+    release.set()
+    assert held.result(30).stored == 1 and queued.result(30).stored == 1
+    writer.check_admission(1)  # caught up
+    assert submit(writer, third).stored == 1  # the exporter's retry
+    writer.stop()
+    assert net(store) == ((3, 123), (3, 123))
+
+
 def users(store):
     """Net requests per user, in the events and in the daily rollup."""
     db = store.database
