@@ -71,6 +71,8 @@ class Call:
         "sse",
         "response_hook",
         "choices",
+        "quick",
+        "chat",
     )
 
     def __init__(self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None, choices: int = 1) -> None:
@@ -90,6 +92,10 @@ class Call:
         self.sse = False
         self.response_hook = response_hook
         self.choices = choices
+        # SSE modes: True while nothing is held over between chunks (no partial event in the
+        # parser, no pending bytes), so a chunk of one whole `data:` event can skip the parser.
+        self.quick = False
+        self.chat: P.ChatStream | None = None  # the state, when it is a one-choice chat stream
 
     # --- request phase ------------------------------------------------------------------------
 
@@ -133,10 +139,14 @@ class Call:
                 self._end(sc.USAGE_MISSING, error=True)
                 return False
             headers = response.headers
-            self.sse = "text/event-stream" in headers.get("content-type", "")
             if already_read:  # httpx has read and decoded the body inside send
-                self._parse_whole(response.content, decoded=True)
+                body = response.content
+                # A JSON body starts with `{` or `[`: only another start needs the content type
+                # (an SSE answer to a request that did not ask to stream); headers.get is slow.
+                self.sse = not body.startswith((b"{", b"[")) and "text/event-stream" in headers.get("content-type", "")
+                self._parse_whole(body, decoded=True)
                 return False
+            self.sse = "text/event-stream" in headers.get("content-type", "")
             self.encoding = headers.get("content-encoding", "").strip().lower()
             if self.encoding == "identity":
                 self.encoding = ""
@@ -144,6 +154,9 @@ class Call:
             if self.sse and not self.encoding:
                 self.parser = SSEParser(self.state.on_event)
                 self.mode = 2 if self.strip else 1
+                self.quick = True
+                if type(self.state) is P.ChatStream and not self.state.many:
+                    self.chat = self.state
             else:
                 self.mode = 3
             return True
@@ -182,27 +195,65 @@ class Call:
     # to hand to the application (the chunk itself, except when stripping the usage chunk).
 
     def feed(self, chunk: bytes) -> bytes:
-        """Modes 2 and 3 (mode 1 feeds the parser directly, see `_stream`)."""
-        if self.mode == 2:
+        """One chunk of the body, in every mode; returns the bytes the app gets."""
+        if self.quick and chunk.endswith(b"\n\n"):
+            # The usual chunk: one whole `data: ...` event with LF endings and nothing held over.
+            # It costs a few byte-string methods, and for a chat stream no call at all.
+            end = len(chunk) - 2
+            if chunk.find(b"\n") == end and chunk.startswith(b"data: ") and chunk[end - 1] != 13:  # 13: CR
+                data = chunk[6:end]
+                chat = self.chat
+                try:
+                    if chat is not None:
+                        if chat.first is None:
+                            chat.first = data
+                        chat.recent.append(data)
+                        if self.mode == 1:
+                            return chunk
+                        out = chunk.replace(_USAGE_NULL, b"")
+                        if len(out) < len(chunk):
+                            return out  # it had `"usage":null`: not the usage event
+                        chat.spot_injected(data)
+                    else:
+                        self.state.on_event(None, data)
+                        if self.mode == 1:
+                            return chunk
+                        out = chunk.replace(_USAGE_NULL, b"")
+                except Exception:
+                    return self.give_up(chunk)
+                if self.state.drop:
+                    self.state.drop = False
+                    return b""  # the chunk is the injected usage event, and only that
+                return out
+        return self._feed_other(chunk)
+
+    def _feed_other(self, chunk: bytes) -> bytes:
+        mode = self.mode
+        if mode == 2:
             if self.pending or not chunk.endswith(b"\n\n"):
-                return self._feed_strip(chunk)
-            try:  # the usual chunk: whole events
-                self.parser.feed(chunk)  # type: ignore[union-attr]
-            except Exception:
-                return self.give_up(chunk)
-            if self.state.drop:
-                self.state.drop = False
-                chunk = _cut_usage_event(chunk)
-            return chunk.replace(_USAGE_NULL, b"")
-        if self.mode == 3:
+                chunk = self._feed_strip(chunk)
+            else:
+                try:  # whole events, several or with CRs
+                    self.parser.feed(chunk)  # type: ignore[union-attr]
+                except Exception:
+                    return self.give_up(chunk)
+                if self.state.drop:
+                    self.state.drop = False
+                    chunk = _cut_usage_event(chunk)
+                chunk = chunk.replace(_USAGE_NULL, b"")
+            # (_feed_strip may have given up holding bytes back: mode 1 from then on.)
+            self.quick = self.mode != 0 and not self.pending and self.parser.idle  # type: ignore[union-attr]
+            return chunk
+        if mode == 3:
             if self.collected_size < _MAX_COLLECT:
                 self.collected.append(chunk)
                 self.collected_size += len(chunk)
-        elif self.mode == 1:  # strip mode that gave up holding bytes back
+        elif mode == 1:  # plain SSE, or strip mode that gave up holding bytes back
             try:
                 self.parser.feed(chunk)  # type: ignore[union-attr]
             except Exception:
                 return self.give_up(chunk)
+            self.quick = self.parser.idle  # type: ignore[union-attr]
         return chunk
 
     def _feed_strip(self, chunk: bytes) -> bytes:
@@ -246,6 +297,7 @@ class Call:
         _log.debug("spanmeter: stopped parsing a response stream", exc_info=True)
         self.pending = b""
         self.mode = 0
+        self.quick = False
         self._end_quietly(sc.USAGE_MISSING)
         return owed
 
@@ -301,7 +353,9 @@ class Call:
         # Drop what the span no longer needs: a streamed response often hangs off a reference
         # cycle (the SDK's stream and its generator) that only the cyclic GC frees.
         self.collected = []
-        self.request = self.state = self.parser = None
+        self.request = self.state = self.parser = self.chat = None
+        self.mode = 0  # any later chunk passes through untouched
+        self.quick = False
         span.set_attributes(attrs)
         if error or sc.ERROR_TYPE in attrs:
             span.set_status(Status(StatusCode.ERROR))

@@ -29,16 +29,16 @@ from typing import Any
 
 from . import semconv as sc
 
-_raw_decode = json.JSONDecoder().raw_decode
+_scan_once = json.JSONDecoder().scan_once
 
 
 def loads(data: bytes) -> Any:
     """json.loads for bodies and events, minus its per-call wrapper cost (encoding sniffing,
-    whitespace regexes): most values start at byte 0."""
+    whitespace regexes, raw_decode's frame): most values start at byte 0."""
     text = data.decode("utf-8")
     try:
-        return _raw_decode(text)[0]
-    except ValueError:
+        return _scan_once(text, 0)[0]
+    except StopIteration:  # leading whitespace, or not JSON: json.loads says which
         return json.loads(text)
 
 
@@ -178,13 +178,20 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# The top-level keys `_fields_from_obj` reads beyond `model` and `stream`: most requests have
+# none of them, and one set intersection is cheaper than a lookup per key.
+_RARE_KEYS = frozenset(("stream_options", "safety_identifier", "user", "metadata", "conversation", "service_tier", "n"))
+
+
 def _fields_from_obj(obj: dict[str, Any]) -> RequestFields:
     f = RequestFields(obj=obj)
-    get = obj.get
-    value = get("model")
+    value = obj.get("model")
     if isinstance(value, str) and value:
         f.model = value
-    f.stream = get("stream") is True
+    f.stream = obj.get("stream") is True
+    if _RARE_KEYS.isdisjoint(obj):
+        return f
+    get = obj.get
     opts = get("stream_options")
     if opts is not None:
         f.has_stream_options = True
@@ -300,14 +307,15 @@ def openai_usage(usage: Any, out: dict[str, Any]) -> bool:
         return False
     details = usage.get("prompt_tokens_details")
     if isinstance(details, dict):
-        _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details.get("cached_tokens"))
+        if details.get("cached_tokens"):  # (a call less per body in the usual case: 0 or absent)
+            _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, details["cached_tokens"])
         if "cache_write_tokens" in details:  # OpenRouter reports cache writes of the models behind it
             _sub(out, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, details["cache_write_tokens"])
     elif "prompt_cache_hit_tokens" in usage:  # DeepSeek
         _sub(out, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.get("prompt_cache_hit_tokens"))
     details = usage.get("completion_tokens_details")
-    if isinstance(details, dict):
-        _sub(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details.get("reasoning_tokens"))
+    if isinstance(details, dict) and details.get("reasoning_tokens"):
+        _sub(out, sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, details["reasoning_tokens"])
     return True
 
 
@@ -476,7 +484,12 @@ class ChatStream:
         self.recent.append(data)
         if self.many and (b'"finish_reason":"' in data or b'"finish_reason": "' in data):
             self.finishes.append(data)
-        if self.strip and b"[]" in data and (b'"choices":[]' in data or b'"choices": []' in data):
+        if self.strip:
+            self.spot_injected(data)
+
+    def spot_injected(self, data: bytes) -> None:
+        """Set `drop` when `data` is the usage event (`choices: []`) that include_usage adds."""
+        if b"[]" in data and (b'"choices":[]' in data or b'"choices": []' in data):
             obj = loads(data)
             if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and obj.get("choices") == []:
                 self.drop = True

@@ -32,6 +32,11 @@ class SSEParser:
         self._event: bytes | None = None
         self._data: bytes | None = None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held over from earlier chunks: the next byte starts a new event."""
+        return not self._tail and self._data is None and self._event is None
+
     def feed(self, chunk: bytes) -> None:
         if not self._tail and self._data is None and chunk.endswith(b"\n\n"):
             # Fast paths for the usual chunk, one whole event with LF endings:

@@ -34,29 +34,15 @@ class _SyncProxy:
 
     def __iter__(self) -> Any:
         call = self._call
+        feed = call.feed  # never raises; b"" when strip mode holds back a partial event
         try:
-            if call.mode == 1:
-                # Plain SSE: hand each chunk to the parser, and the chunk itself to the app.
-                parse = call.parser.feed  # type: ignore[union-attr]
-                for chunk in self._inner:
-                    if parse is not None:
-                        try:
-                            parse(chunk)
-                        except Exception:
-                            parse = None
-                            call.give_up()
+            for chunk in self._inner:
+                chunk = feed(chunk)
+                if chunk:
                     yield chunk
-            else:
-                feed = call.feed
-                for chunk in self._inner:
-                    if not call.done:
-                        chunk = feed(chunk)
-                        if not chunk:
-                            continue
-                    yield chunk
-                rest = call.flush() if call.mode == 2 else b""
-                if rest:
-                    yield rest
+            rest = call.flush() if call.mode == 2 else b""
+            if rest:
+                yield rest
         except GeneratorExit:
             call.finalize("abandoned")
             raise
@@ -94,28 +80,15 @@ class _AsyncProxy:
     async def __aiter__(self) -> Any:
         call = self._call
         stream = self._inner.__aiter__()
+        feed = call.feed
         try:
-            if call.mode == 1:
-                parse = call.parser.feed  # type: ignore[union-attr]
-                async for chunk in stream:
-                    if parse is not None:
-                        try:
-                            parse(chunk)
-                        except Exception:
-                            parse = None
-                            call.give_up()
+            async for chunk in stream:
+                chunk = feed(chunk)
+                if chunk:
                     yield chunk
-            else:
-                feed = call.feed
-                async for chunk in stream:
-                    if not call.done:
-                        chunk = feed(chunk)
-                        if not chunk:
-                            continue
-                    yield chunk
-                rest = call.flush() if call.mode == 2 else b""
-                if rest:
-                    yield rest
+            rest = call.flush() if call.mode == 2 else b""
+            if rest:
+                yield rest
         except (GeneratorExit, asyncio.CancelledError):
             call.finalize("abandoned")
             raise

@@ -56,7 +56,17 @@ def test_failure_parsing_a_stream_hands_the_app_every_byte(fake, monkeypatch) ->
     def boom(self, chunk):
         raise ValueError("parser bug")
 
+    class BrokenRecent(list):  # the chat stream's record of recent events
+        def __init__(self, maxlen: int) -> None:
+            super().__init__()
+
+        def append(self, item: bytes) -> None:
+            raise ValueError("recorder bug")
+
+    # A chunk of one whole event skips the SSE parser and goes straight to the stream's record:
+    # break both, whatever the chunking on the socket.
     monkeypatch.setattr(SSEParser, "feed", boom)
+    monkeypatch.setattr("spanmeter._providers.deque", BrokenRecent)
     with instrumented() as exporter:
         got = raw_stream(fake)
     def same_ids(raw: bytes) -> bytes:

@@ -163,3 +163,33 @@ def test_a_stream_without_event_boundaries_is_never_held_back_for_long() -> None
     out, attributes = run(chunks, strip=True)
     assert out == b"".join(chunks)
     assert attributes[sc.SPANMETER_USAGE_STATUS] == sc.USAGE_MISSING
+
+
+def test_chunks_after_the_span_ended_pass_through_untouched() -> None:
+    # The span may end before the body does (the app closed the response, then kept reading).
+    sent, _ = chat_stream()
+    events = [e + b"\n\n" for e in sent.split(b"\n\n") if e]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    call = Call(provider.get_tracer("t").start_span("s"), P.CHAT_COMPLETIONS, request=None, strip=True)
+    call.on_response(httpx2.Response(200, headers={"content-type": "text/event-stream"}), already_read=False)
+    assert call.feed(events[0]) == events[0].replace(b',"usage":null', b"")
+    call.finalize("closed")
+    assert [call.feed(e) for e in events[1:]] == events[1:]  # usage event included: no longer ours to cut
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[sc.SPANMETER_USAGE_STATUS] == sc.USAGE_INCOMPLETE
+
+
+def test_whole_event_chunks_and_split_chunks_mix() -> None:
+    # Whole-event chunks skip the SSE parser; a split event in between must not confuse it.
+    sent, expected = chat_stream()
+    events = [e + b"\n\n" for e in sent.split(b"\n\n") if e]
+    chunks = [events[0], events[1][:7], events[1][7:] + events[2][:3], events[2][3:], *events[3:]]
+    out, attributes = run(chunks, strip=True)
+    assert out == expected
+    assert attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 11 and attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
+    assert attributes[sc.SPANMETER_USAGE_STATUS] == sc.USAGE_REPORTED
+    out, attributes = run(chunks, strip=False)
+    assert out == sent and attributes[sc.SPANMETER_USAGE_STATUS] == sc.USAGE_REPORTED
