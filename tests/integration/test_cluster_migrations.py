@@ -52,7 +52,8 @@ def test_every_migrations_cluster_variant_parses(store):
                 table = d.group(3).removesuffix("_local")
                 assert re.match(rf"CREATE TABLE IF NOT EXISTS {db}\.{table} ON CLUSTER {CLUSTER} AS {db}\.{table}_local", text)
                 expected_key = "cityHash64(user_id)" if table in (
-                    "usage_events", "usage_hourly", "usage_daily", "user_tiers", "cap_status") else "rand()"
+                    "usage_events", "usage_hourly", "usage_daily", "user_tiers", "cap_status", "usage_user_daily",
+                    "usage_user_hourly") else "rand()"
                 assert d.group(4) == expected_key, text
                 seen_distributed.add(table)
             if text.startswith("CREATE MATERIALIZED VIEW"):
@@ -93,6 +94,9 @@ def test_cluster_wiring_runs_on_one_node(store, database):
         local = m.merge_tree_tables(migrations, db)
         for mig in migrations:
             for statement in m.cluster_statements(mig.statements(db), CLUSTER, db, local):
+                # A backfill inserts through the Distributed table, here a Merge table: its _local one.
+                statement = re.sub(rf"^INSERT INTO {db}\.(\w+)", lambda i: f"INSERT INTO {db}.{i.group(1)}_local"
+                                   if i.group(1) in local else i.group(0), statement)
                 store.command(single_node(statement))
         store.command(
             f"INSERT INTO {db}.usage_events_local (event_time, trace_id, span_id, user_id, provider, request_model, "
@@ -104,6 +108,9 @@ def test_cluster_wiring_runs_on_one_node(store, database):
         q = lambda sql: store.query(sql).rows  # noqa: E731
         assert q(f"SELECT sum(requests), sum(cost_usd), sum(unpriced_requests) FROM {db}.usage_hourly") == [
             (3, Decimal("0.75"), 1)]
+        for rollup in ("usage_totals_hourly", "usage_user_daily", "usage_user_hourly"):
+            assert q(f"SELECT sum(requests), sum(cost_usd), sum(unpriced_requests) FROM {db}.{rollup}") == [
+                (3, Decimal("0.75"), 1)], rollup
         assert q(f"SELECT user_id, cost_usd FROM {db}.cost_per_user_daily ORDER BY user_id") == [
             ("alice", Decimal("0.75")), ("bob", Decimal(0))]
         assert q(f"SELECT count() FROM {db}.usage_events") == [(3,)]
