@@ -56,19 +56,65 @@ EVENT_FILTERS = (
 )
 USER = "user_id = ${user:singlequote}"
 
+# Every filter variable on All: `1=1 AND ...`; any filter set: a constant false (the plugin turns
+# `$__conditionalAll(cond, $var)` into 1=1 on All, into cond otherwise). It picks between a rollup
+# without the filtered columns and one with them: ClickHouse reads nothing for a branch whose WHERE
+# is constant false.
+NO_FILTER = " AND ".join(f"$__conditionalAll(0, ${name})" for name in ("service", "team", "feature", "model"))
+FROM_TIME, TO_TIME = "$__fromTime", "$__toTime"
+# The period before the picked one, of the same length (heavy users' trend).
+PREVIOUS_FROM = "$__fromTime - toIntervalSecond(dateDiff('second', $__fromTime, $__toTime))"
+PREVIOUS_TO = "$__fromTime - INTERVAL 1 SECOND"
+
+
+def full_days(lo: str, hi: str) -> str:
+    """`day` of a daily rollup: the UTC days all of whose hours start within [lo, hi]."""
+    return (f"day >= toDate(toStartOfDay({lo} + INTERVAL 86399 SECOND, 'UTC')) "
+            f"AND day < toDate(toStartOfDay({hi} + INTERVAL 3600 SECOND, 'UTC'))")
+
+
+def edge_hours(lo: str, hi: str) -> str:
+    """`hour` of an hourly rollup: the hours within [lo, hi] of the days `full_days` leaves out
+    (the picked range's first and last, partial, days), as two ranges of the rollup's key."""
+    first = f"toStartOfDay({lo} + INTERVAL 86399 SECOND, 'UTC')"
+    end = f"toStartOfDay({hi} + INTERVAL 3600 SECOND, 'UTC')"
+    return f"hour >= {lo} AND hour <= {hi} AND (hour < {first} OR hour >= greatest({first}, {end}))"
+
+
+def user_sums(sums: str, lo: str = FROM_TIME, hi: str = TO_TIME) -> str:
+    """Per attributed user, the aggregates `sums` (e.g. "sum(requests) AS calls_n") over exactly the
+    hours that start within [lo, hi] (what `$__timeFilter(hour)` keeps), in three parts to be summed
+    again: whole days from usage_user_daily (one row per user and day) or, with a filter set, from
+    usage_daily; the partial first and last days from usage_hourly."""
+    days = full_days(lo, hi)
+    parts = [
+        ("usage_user_daily", f"({NO_FILTER}) AND {days}"),
+        ("usage_daily", f"NOT ({NO_FILTER}) AND {days} AND {ROLLUP_FILTERS}"),
+        ("usage_hourly", f"{edge_hours(lo, hi)} AND {ROLLUP_FILTERS}"),
+    ]
+    return "\n        UNION ALL\n        ".join(
+        f"SELECT user_id, {sums} FROM {table}\n        WHERE {where} AND user_id != ''\n        GROUP BY user_id"
+        for table, where in parts)
+
+
 # Active users: attributed (user.id known) with net calls in the period.
 ACTIVE_USERS = f"""SELECT user_id
-    FROM usage_hourly
-    WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS} AND user_id != ''
+    FROM (
+        {user_sums("sum(requests) AS calls_n")}
+    )
     GROUP BY user_id
-    HAVING sum(requests) > 0"""
+    HAVING sum(calls_n) > 0"""
 # Per-user priced spend: attributed users with at least one priced call, the population of every
 # spend distribution (a user whose calls are all unpriced has an unknown cost, not $0).
-PRICED_USERS = f"""SELECT user_id, sum(cost_usd) AS cost
-    FROM usage_hourly
-    WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS} AND user_id != ''
+PRICED_USERS = f"""SELECT user_id, sum(cost_n) AS cost
+    FROM (
+        {user_sums("sum(requests) AS calls_n, sum(unpriced_requests) AS unpriced_n, sum(cost_usd) AS cost_n")}
+    )
     GROUP BY user_id
-    HAVING sum(requests) > sum(unpriced_requests)"""
+    HAVING sum(calls_n) > sum(unpriced_n)"""
+# Price versions with a tier that starts below 32000 input tokens: usage_totals_hourly keeps
+# the input tokens of calls above 32000 only (clickhouse/0013), so these calls' tiers need the events.
+LOW_TIER_VERSIONS = "SELECT price_version FROM price_rates WHERE tier > 0 AND above_input_tokens < 32000"
 # A group's cost: NULL when every call in it is unpriced (unknown, not $0).
 GROUP_COST = "if(sum(requests) = sum(unpriced_requests), NULL, sum(cost_usd))"
 
@@ -270,8 +316,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
 
 def filter_variables() -> list[dict[str, Any]]:
     def values(column: str) -> str:
-        return (f"SELECT DISTINCT {column} FROM usage_daily WHERE $__dateFilter(day) AND {column} != '' "
-                f"ORDER BY {column}")
+        return (f"SELECT DISTINCT {column} FROM usage_totals_hourly WHERE $__dateFilter(toDate(hour)) "
+                f"AND {column} != '' ORDER BY {column}")
 
     return [
         query_variable("service", "Service", values("service_name")),
@@ -285,7 +331,8 @@ def filter_variables() -> list[dict[str, Any]]:
 
 
 def cost_overview() -> dict[str, Any]:
-    hourly = f"FROM usage_hourly\nWHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}"
+    # Summed over users: the rollup without user_id (usage_totals_hourly, ~1,300 rows an hour).
+    hourly = f"FROM usage_totals_hourly\nWHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}"
 
     total_cost = stat("Total cost", f"SELECT sum(cost_usd) AS cost\n{hourly}", unit="currencyUSD", decimals=2,
                       description="Priced spend in the period." + UNPRICED_NOTE)
@@ -327,7 +374,7 @@ SELECT
     last_7_days * remaining_s / 604800 AS rest_of_month,
     month_to_date + rest_of_month AS forecast_month_end,
     sumIf(unpriced_requests, hour >= month_start) AS month_calls_unpriced
-FROM usage_hourly
+FROM usage_totals_hourly
 WHERE hour >= least(month_start, period_end - INTERVAL 7 DAY) AND hour <= period_end AND {ROLLUP_FILTERS}""",
         unit="currencyUSD", decimals=2,
         overrides=[override("month_calls_unpriced", unit="short", decimals=0)],
@@ -337,19 +384,39 @@ WHERE hour >= least(month_start, period_end - INTERVAL 7 DAY) AND hour <= period
     savings = stat(
         "Savings from cached input",
         f"""SELECT
-    sum(toDecimal128(rate.3, 12) * (toInt64(cache_read_tokens) * sign)) / 1000000 AS cache_read_savings,
-    sum(toDecimal128(rate.4, 12) * (toInt64(cache_write_tokens) * sign)) / 1000000 AS cache_write_premium,
+    sum(toDecimal128(rate.3, 12) * cache_read) / 1000000 AS cache_read_savings,
+    sum(toDecimal128(rate.4, 12) * cache_write) / 1000000 AS cache_write_premium,
     cache_read_savings - cache_write_premium AS net_savings,
-    sumIf(sign, no_rates) AS calls_without_rates
+    sumIf(calls, no_rates) AS calls_without_rates
 FROM (
     SELECT
-        e.sign AS sign,
-        e.cache_read_tokens AS cache_read_tokens,
-        e.cache_write_tokens AS cache_write_tokens,
-        -- the tier the call was billed at: the highest whose threshold its input exceeds
-        arrayLast(t -> t.2 = 0 OR e.input_tokens > t.1, r.tiers) AS rate,
+        c.cache_read AS cache_read,
+        c.cache_write AS cache_write,
+        c.calls AS calls,
+        -- the tier the calls were billed at: the highest whose threshold their input exceeds
+        arrayLast(t -> t.2 = 0 OR c.tier_input > t.1, r.tiers) AS rate,
         empty(r.tiers) AS no_rates
-    FROM usage_events AS e
+    FROM (
+        -- priced calls using the cache, per price version; the rollup keeps a call's input
+        -- tokens (tier_input_tokens) above 32000, where tiers start
+        SELECT
+            price_version,
+            tier_input_tokens AS tier_input,
+            sum(priced_cache_read_tokens) AS cache_read,
+            sum(priced_cache_write_tokens) AS cache_write,
+            sum(priced_cache_requests) AS calls
+        FROM usage_totals_hourly
+        WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS} AND price_version NOT IN ({LOW_TIER_VERSIONS})
+        GROUP BY price_version, tier_input
+        UNION ALL
+        -- rates with a tier starting lower: each call's own input, from the events (read only then)
+        SELECT price_version, input_tokens, toInt64(cache_read_tokens) * sign, toInt64(cache_write_tokens) * sign,
+               toInt64(sign)
+        FROM usage_events
+        WHERE (SELECT count() FROM ({LOW_TIER_VERSIONS})) > 0 AND price_version IN ({LOW_TIER_VERSIONS})
+            AND $__timeFilter(toStartOfHour(event_time)) AND cost_usd IS NOT NULL
+            AND (cache_read_tokens > 0 OR cache_write_tokens > 0) AND {EVENT_FILTERS}
+    ) AS c
     LEFT JOIN (
         SELECT
             price_version,
@@ -357,9 +424,7 @@ FROM (
                                             cache_write_per_mtok - input_per_mtok))) AS tiers
         FROM price_rates
         GROUP BY price_version
-    ) AS r ON r.price_version = e.price_version
-    WHERE $__timeFilter_ms(e.event_time) AND e.cost_usd IS NOT NULL
-        AND (e.cache_read_tokens > 0 OR e.cache_write_tokens > 0) AND {EVENT_FILTERS}
+    ) AS r ON r.price_version = c.price_version
 )""",
         unit="currencyUSD", decimals=2,
         overrides=[override("calls_without_rates", unit="short", decimals=0)],
@@ -383,13 +448,13 @@ FROM (
     def over_time(column: str, label: str) -> dict[str, Any]:
         return timeseries(
             f"Cost by {label}",
-            f"""SELECT
-    $__timeInterval(hour) AS time,
-    if({column} = '', '(none)', {column}) AS series,
-    sum(cost_usd) AS cost
-{hourly}
-GROUP BY time, series
-HAVING sum(requests) != sum(unpriced_requests)
+            f"""SELECT time, if(value = '', '(none)', value) AS series, cost
+FROM (
+    SELECT $__timeInterval(hour) AS time, {column} AS value, sum(cost_usd) AS cost
+    {hourly}
+    GROUP BY time, value
+    HAVING sum(requests) != sum(unpriced_requests)
+)
 ORDER BY time, series""",
             unit="currencyUSD",
             description=f"Priced spend per {label} over time." + UNPRICED_NOTE,
@@ -429,22 +494,26 @@ ORDER BY min(cost)""",
         x_field="band",
         description="How many active users spent how much in the period (priced spend, USD).",
     )
+    sums = ("sum(requests) AS calls_n, sum(unpriced_requests) AS unpriced_n, sum(cost_usd) AS cost_n, "
+            "sum(input_tokens + output_tokens) AS tokens_n")
     heavy = table(
         "Heavy users",
         f"""SELECT
     user_id AS user,
-    sumIf(requests, hour >= $__fromTime) AS calls,
-    sumIf(unpriced_requests, hour >= $__fromTime) AS calls_unpriced,
-    if(calls = calls_unpriced, NULL, sumIf(cost_usd, hour >= $__fromTime)) AS cost,
+    sumIf(calls_n, current) AS calls,
+    sumIf(unpriced_n, current) AS calls_unpriced,
+    if(calls = calls_unpriced, NULL, sumIf(cost_n, current)) AS cost,
     toFloat64(cost) / toFloat64(nullIf((
-        SELECT sum(cost_usd) FROM usage_hourly WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}
+        SELECT sum(cost_usd) FROM usage_totals_hourly WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}
     ), 0)) AS share,
-    sumIf(input_tokens + output_tokens, hour >= $__fromTime) AS tokens,
-    sumIf(cost_usd, hour < $__fromTime) AS previous_cost,
+    sumIf(tokens_n, current) AS tokens,
+    sumIf(cost_n, NOT current) AS previous_cost,
     if(previous_cost > 0 AND cost IS NOT NULL, toFloat64(cost - previous_cost) / toFloat64(previous_cost), NULL) AS trend
-FROM usage_hourly
-WHERE hour >= $__fromTime - toIntervalSecond(dateDiff('second', $__fromTime, $__toTime)) AND hour <= $__toTime
-    AND {ROLLUP_FILTERS} AND user_id != ''
+FROM (
+        {user_sums("1 AS current, " + sums)}
+        UNION ALL
+        {user_sums("0 AS current, " + sums, PREVIOUS_FROM, PREVIOUS_TO)}
+)
 GROUP BY user_id
 HAVING calls != 0
 ORDER BY cost DESC NULLS LAST, user ASC
@@ -547,7 +616,8 @@ def trace_link() -> dict[str, Any]:
 
 
 def user_detail() -> dict[str, Any]:
-    hourly = f"FROM usage_hourly\nWHERE $__timeFilter(hour) AND {USER}"
+    # The rollup keyed by user first (usage_user_hourly): one user's panels read that user's rows.
+    hourly = f"FROM usage_user_hourly\nWHERE {USER} AND $__timeFilter(hour)"
     events = f"FROM usage_events\nWHERE $__timeFilter_ms(event_time) AND {USER}"
 
     cost = stat("Cost", f"SELECT sum(cost_usd) AS cost\n{hourly}", unit="currencyUSD", decimals=2,
@@ -555,9 +625,8 @@ def user_detail() -> dict[str, Any]:
     share = stat(
         "Share of all spend",
         f"""SELECT
-    sumIf(cost_usd, {USER}) / nullIf(sum(cost_usd), 0) AS share
-FROM usage_hourly
-WHERE $__timeFilter(hour)""",
+    (SELECT sum(cost_usd) FROM usage_user_hourly WHERE {USER} AND $__timeFilter(hour))
+        / nullIf((SELECT sum(cost_usd) FROM usage_totals_hourly WHERE $__timeFilter(hour)), 0) AS share""",
         unit="percentunit", decimals=2, description="This user's part of all priced spend in the period.",
     )
     calls = stat("Requests", f"SELECT sum(requests) AS calls\n{hourly}")
@@ -573,22 +642,22 @@ WHERE $__timeFilter(hour)""",
         f"""SELECT count() AS sessions
 FROM (
     SELECT session_id
-    FROM usage_events
-    WHERE $__timeFilter_ms(event_time) AND {USER} AND session_id != ''
+    FROM usage_user_hourly
+    WHERE {USER} AND $__timeFilter(hour) AND session_id != ''
     GROUP BY session_id
-    HAVING sum(sign) > 0
+    HAVING sum(requests) > 0
 )""",
         description="Distinct session.id values the application sent with this user's calls.",
     )
     over_time = timeseries(
         "Cost over time by model",
-        f"""SELECT
-    $__timeInterval(hour) AS time,
-    if(model = '', '(none)', model) AS series,
-    sum(cost_usd) AS cost
-{hourly}
-GROUP BY time, series
-HAVING sum(requests) != sum(unpriced_requests)
+        f"""SELECT time, if(value = '', '(none)', value) AS series, cost
+FROM (
+    SELECT $__timeInterval(hour) AS time, model AS value, sum(cost_usd) AS cost
+    {hourly}
+    GROUP BY time, value
+    HAVING sum(requests) != sum(unpriced_requests)
+)
 ORDER BY time, series""",
         unit="currencyUSD", description="Priced spend of this user per model." + UNPRICED_NOTE,
     )
@@ -627,14 +696,15 @@ ORDER BY cost DESC, feature_name ASC""",
         "Sessions",
         f"""SELECT
     if(session_id = '', '(no session)', session_id) AS session,
-    min(event_time) AS started,
-    max(event_time) AS last_call,
-    sum(sign) AS calls,
-    sum(toInt64(input_tokens) * sign) AS input,
-    sum(toInt64(output_tokens) * sign) AS output,
-    sumIf(sign, cost_usd IS NULL) AS calls_unpriced,
-    if(calls = calls_unpriced, NULL, sumIf(cost_usd * sign, cost_usd IS NOT NULL)) AS cost
-{events}
+    min(first_event_time) AS started,
+    max(last_event_time) AS last_call,
+    sum(requests) AS calls,
+    sum(input_tokens) AS input,
+    sum(output_tokens) AS output,
+    sum(unpriced_requests) AS calls_unpriced,
+    if(calls = calls_unpriced, NULL, sum(cost_usd)) AS cost
+FROM usage_user_hourly
+WHERE {USER} AND $__timeFilter(hour)
 GROUP BY session_id
 HAVING calls != 0
 ORDER BY started DESC, session ASC
@@ -656,6 +726,22 @@ LIMIT 100""",
     if(sumIf(sign, cost_usd IS NULL) > 0, NULL, sumIf(cost_usd * sign, cost_usd IS NOT NULL)) AS cost,
     if(sumIf(sign, cost_usd IS NULL) > 0, anyIf(pricing_status, cost_usd IS NULL AND sign > 0), 'priced') AS pricing
 {events}
+    -- only the newest rows when they hold the 200 calls (a call's rows share its time)
+    AND event_time >= (
+        SELECT if(countIf(net > 0) >= 200, min(first), toDateTime64(0, 3, 'UTC'))
+        FROM (
+            SELECT min(event_time) AS first, sum(sign) AS net
+            {events}
+                AND event_time >= (
+                    SELECT min(event_time) FROM (
+                        SELECT event_time {events}
+                        ORDER BY event_time DESC
+                        LIMIT 1000
+                    )
+                )
+            GROUP BY trace_id, span_id
+        )
+    )
 GROUP BY trace_id, span_id
 HAVING sum(sign) > 0
 ORDER BY time DESC, trace ASC
@@ -678,7 +764,7 @@ LIMIT 200""",
     variables = [
         query_variable(
             "user", "User",
-            "SELECT user_id FROM usage_daily WHERE $__dateFilter(day) AND user_id != '' "
+            "SELECT user_id FROM usage_user_daily WHERE $__dateFilter(day) AND user_id != '' "
             "GROUP BY user_id ORDER BY sum(cost_usd) DESC, user_id ASC LIMIT 1000",
             multi=False, include_all=False,
         ),

@@ -184,10 +184,10 @@ RATES = [
 ]
 
 
-def seed_prices(store) -> None:
+def seed_prices(store, rates=RATES) -> None:
     if not has_prices_table(store):
         return
-    for version, provider, model, tier, above, inp, read, write in RATES:
+    for version, provider, model, tier, above, inp, read, write in rates:
         store.command(
             f"INSERT INTO {store.database}.prices (price_version, provider, model, source, effective_from, "
             "window_utc, tier, above_input_tokens, input_per_mtok, cache_read_per_mtok, cache_write_per_mtok, "
@@ -290,9 +290,10 @@ class Grafana:
         result = self.client.query(sql, settings={"readonly": 1})
         return [dict(zip(result.column_names, row)) for row in result.result_rows]
 
-    def context(self, dashboard: str, interval: timedelta = timedelta(days=1), **selected: Any) -> QueryContext:
+    def context(self, dashboard: str, interval: timedelta = timedelta(days=1), start: datetime = FROM,
+                end: datetime = TO, **selected: Any) -> QueryContext:
         """Variables as Grafana resolves them: options from the variable queries, then the selection."""
-        base = QueryContext(FROM, TO, interval)
+        base = QueryContext(start, end, interval)
         variables: dict[str, Variable] = {}
         for v in DASHBOARDS[dashboard]["templating"]["list"]:
             if v["type"] == "constant":
@@ -337,8 +338,8 @@ DETAIL = "user-detail.json"
 FILTERED = {"service": ["api"], "team": ["growth", "core"]}
 
 
-def overview_calls(filtered: bool) -> list[Call]:
-    calls = [c for c in SEED if in_period(c)]
+def overview_calls(filtered: bool, start: datetime = FROM, end: datetime = TO) -> list[Call]:
+    calls = [c for c in SEED if in_period(c, start, end)]
     if filtered:
         calls = [c for c in calls if c.service in FILTERED["service"] and c.team in FILTERED["team"]]
     return calls
@@ -415,18 +416,24 @@ def has_prices_table(store) -> bool:
     ).rows[0][0])
 
 
-def test_savings_from_cached_input(grafana, store):
-    if not has_prices_table(store):
-        pytest.skip("the prices table and price_rates view (clickhouse/0006, issue 10) are not in this checkout yet")
+# A rate whose tier starts below 32000 input tokens: usage_totals_hourly does not keep the input
+# tokens of such calls, so the panel reads their price version's events.
+LOW_TIER = ("v-openai-1", "openai", "gpt-4o-mini", 1, 1500, "0.30", "0.05", None)
+
+
+@pytest.mark.parametrize("low_tier", [False, True], ids=["tiers-above-32000", "a-tier-at-1500"])
+def test_savings_from_cached_input(grafana, store, low_tier):
+    if low_tier:
+        seed_prices(store, [LOW_TIER])
     ctx = grafana.context(OVERVIEW)
     rates: dict[str, list[tuple[int, int, Decimal, Decimal]]] = defaultdict(list)
-    for version, _, _, tier, above, inp, read, write in RATES:
+    for version, _, _, tier, above, inp, read, write in RATES + [LOW_TIER] * low_tier:
         i = Decimal(inp)
         rates[version].append((tier, above, i - Decimal(read or inp), Decimal(write or inp) - i))
     read_saving = write_premium = Decimal(0)
     without = 0
     for c in SEED:
-        if not in_period_events(c) or c.cost is None or not (c.cached or c.cache_write):
+        if not in_period(c) or c.cost is None or not (c.cached or c.cache_write):
             continue
         tiers = sorted(rates.get(c.price_version, []))
         if not tiers:
@@ -443,6 +450,9 @@ def test_savings_from_cached_input(grafana, store):
     assert without == 1  # o'brien's first call; u07's repriced call was corrected to a version with rates
     # The long prompt saved at its tier's rate: 180k cache reads x (6 - 0.6) USD per million.
     assert read_saving >= Decimal("0.972")
+    # The low tier changes what gpt-4o-mini's cached calls above 1500 input tokens saved.
+    tiered = [c for c in SEED if in_period(c) and c.price_version == "v-openai-1" and c.cached and c.input > 1500]
+    assert tiered and all(c.input <= 32000 for c in tiered)
 
 
 def test_cached_input(grafana):
@@ -519,10 +529,10 @@ def test_cost_distribution_across_users(grafana):
     assert counts[">= 100"] == 3  # u18, u19, u20: i**3 * i / 1000 dollars
 
 
-def test_heavy_users(grafana):
-    ctx = grafana.context(OVERVIEW)
-    current = overview_calls(False)
-    previous = [c for c in SEED if FROM - SPAN <= c.hour < FROM]
+def heavy_users(start: datetime = FROM, end: datetime = TO, filtered: bool = False) -> list[dict[str, Any]]:
+    """The heavy users table the seed implies for the range [start, end]."""
+    current = overview_calls(filtered, start, end)
+    previous = [c for c in overview_calls(filtered, start - (end - start), end) if c.hour < start]
     total = priced(current)
     expected = []
     for user, cs in by((c for c in current if c.user), lambda c: c.user).items():
@@ -537,8 +547,14 @@ def test_heavy_users(grafana):
             "trend": None if cost is None or prev <= 0 else pytest.approx(float(cost - prev) / float(prev), rel=1e-12),
         })
     expected.sort(key=lambda e: (e["cost"] is None, -(e["cost"] or 0), e["user"]))
+    return expected[:25]
+
+
+def test_heavy_users(grafana):
+    ctx = grafana.context(OVERVIEW)
+    expected = heavy_users()
     rows = grafana.panel(OVERVIEW, "Heavy users", ctx)
-    assert rows == expected[:25]
+    assert rows == expected
     assert [r["user"] for r in rows[:3]] == ["u20", "u19", "u18"]
     assert rows[-1] == {**rows[-1], "user": "u-unpriced", "cost": None}  # unknown cost, never $0, last
     u20 = next(r for r in rows if r["user"] == "u20")
@@ -578,8 +594,8 @@ def test_filter_variables(grafana):
 OB = "o'brien"
 
 
-def user_calls(user: str, events: bool = False) -> list[Call]:
-    return [c for c in SEED if c.user == user and (in_period_events(c) if events else in_period(c))]
+def user_calls(user: str, events: bool = False, start: datetime = FROM, end: datetime = TO) -> list[Call]:
+    return [c for c in SEED if c.user == user and (in_period_events(c) if events else in_period(c, start, end))]
 
 
 def test_user_variable_orders_by_spend(grafana):
@@ -604,7 +620,7 @@ def test_user_stats(grafana, user):
         "input": net(calls, lambda c: c.input), "cached_input": net(calls, lambda c: c.cached),
         "output": net(calls, lambda c: c.output)}
     assert one(grafana.panel(DETAIL, "Unpriced calls", ctx)) == {"calls_unpriced": net(c for c in calls if c.cost is None)}
-    sessions = {s for s, cs in by(user_calls(user, events=True), lambda c: c.session).items() if s and net(cs) > 0}
+    sessions = {s for s, cs in by(user_calls(user), lambda c: c.session).items() if s and net(cs) > 0}
     assert one(grafana.panel(DETAIL, "Session count", ctx)) == {"sessions": len(sessions)}
     if user == OB:
         assert (cost, net(calls), sessions) == (Decimal("0.060000000001"), 4, {"ob-1"})
@@ -643,23 +659,34 @@ def test_user_detail_for_a_quoted_user_id(grafana):
     ]
 
 
+def sessions_table(user: str, start: datetime = FROM, end: datetime = TO) -> list[dict[str, Any]]:
+    """The sessions table the seed implies: calls in the hours that start within [start, end]."""
+    expected = []
+    for session, cs in by(user_calls(user, start=start, end=end), lambda c: c.session).items():
+        n, u = net(cs), net(c for c in cs if c.cost is None)
+        if n:
+            expected.append({"session": session or "(no session)", "started": min(c.time for c in cs),
+                             "last_call": max(c.time for c in cs), "calls": n,
+                             "input": net(cs, lambda c: c.input), "output": net(cs, lambda c: c.output),
+                             "calls_unpriced": u, "cost": None if n == u else priced(cs)})
+    expected.sort(key=lambda e: (-e["started"].timestamp(), e["session"]))
+    return expected[:100]
+
+
+def user_panel_rows(grafana: Grafana, title: str, ctx: QueryContext) -> list[dict[str, Any]]:
+    rows = grafana.panel(DETAIL, title, ctx)
+    for r in rows:
+        for key in ("started", "last_call"):
+            if key in r:
+                r[key] = utc(r[key])
+    return rows
+
+
 def test_user_sessions(grafana):
     for user in (OB, "u07", "u20"):
         ctx = grafana.context(DETAIL, user=user)
-        calls = user_calls(user, events=True)
-        expected = []
-        for session, cs in by(calls, lambda c: c.session).items():
-            n, u = net(cs), net(c for c in cs if c.cost is None)
-            if n:
-                expected.append({"session": session or "(no session)", "started": min(c.time for c in cs),
-                                 "last_call": max(c.time for c in cs), "calls": n,
-                                 "input": net(cs, lambda c: c.input), "output": net(cs, lambda c: c.output),
-                                 "calls_unpriced": u, "cost": None if n == u else priced(cs)})
-        expected.sort(key=lambda e: (-e["started"].timestamp(), e["session"]))
-        got = grafana.panel(DETAIL, "Sessions", ctx)
-        for r in got:
-            r["started"], r["last_call"] = utc(r["started"]), utc(r["last_call"])
-        assert got == expected[:100], user
+        got = user_panel_rows(grafana, "Sessions", ctx)
+        assert got == sessions_table(user), user
         if user == OB:
             # A session with priced calls and an unpriced one, and a call without a session.
             assert [(r["session"], r["calls"], r["calls_unpriced"], r["cost"]) for r in got] == [
@@ -725,6 +752,97 @@ def grafana_calls(grafana: Grafana, ctx: QueryContext) -> list[dict[str, Any]]:
     return grafana.panel(DETAIL, "Calls", ctx)
 
 
+def calls_table(calls: list[Call]) -> list[tuple[str, Decimal | None]]:
+    """(trace, cost) of the Calls table the seed implies: the newest 200 calls net of corrections."""
+    keys = by(calls, lambda c: c.key)
+    live = [cs for cs in keys.values() if net(cs) > 0]
+    live.sort(key=lambda cs: (-cs[0].time.timestamp(), cs[0].trace_id.hex()))
+    out = []
+    for cs in live[:200]:
+        current = [c for c in cs if c.sign > 0][-1]  # the row in force: the last fact
+        out.append((cs[0].trace_id.hex(), current.cost))
+    return out
+
+
+@pytest.mark.parametrize("churn", [False, True], ids=["newest-rows", "corrections-at-the-head"])
+def test_calls_table_reads_the_newest_rows_exactly(grafana, store, churn):
+    """A user with more calls than the table shows: the panel reads only the newest rows when they
+    hold 200 calls net of corrections, else the whole range; either way the same 200 calls."""
+    base = FROM + timedelta(days=5)
+    calls: list[Call] = []
+    for k in range(1300):
+        c = Call(key=f"bulk-{k}", time=base + timedelta(minutes=7 * k, milliseconds=k % 5), user="bulk",
+                 model=OPENAI, cost=Decimal(k + 1) / 1000, session=f"bulk-s{k // 50}")
+        calls.append(c)
+        if churn and k >= 700:  # the newest 600 calls all cancelled: net 0, 1,200 rows at the head
+            calls.append(replace(c, sign=-1))
+        elif k % 97 == 0:  # repriced: cancelled and corrected, at the call's own time
+            calls += [replace(c, sign=-1), replace(c, cost=c.cost * 2)]
+        elif k % 89 == 0:
+            calls.append(replace(c, sign=-1))  # taken back entirely
+    calls.append(unpriced(Call(key="bulk-x", time=base + timedelta(minutes=7 * 650, seconds=3), user="bulk",
+                               model=MYSTERY, cost=None)))
+    store.insert_usage([to_record(c) for c in calls])
+    ctx = grafana.context(DETAIL, user="bulk")
+    got = grafana_calls(grafana, ctx)
+    assert [(r["trace"], r["cost"]) for r in got] == calls_table(calls)
+    assert len(got) == 200
+    if not churn:
+        assert got[0]["cost"] == Decimal("1.3")  # bulk-1299, the newest
+    else:
+        assert got[0]["cost"] == Decimal("0.7")  # bulk-699, the newest call not taken back
+
+
+# --- a range that starts and ends inside a day --------------------------------------------------
+
+# Whole days come from the daily rollups, the partial first and last days from the hourly ones.
+MID_FROM = FROM + timedelta(days=3, hours=5, minutes=13, seconds=20)
+MID_TO = TO - timedelta(days=1, hours=5, minutes=31)
+
+
+@pytest.mark.parametrize("filtered", [False, True], ids=["all", "service+team"])
+def test_overview_on_a_range_with_partial_days(grafana, filtered):
+    ctx = grafana.context(OVERVIEW, start=MID_FROM, end=MID_TO, **(FILTERED if filtered else {}))
+    calls = overview_calls(filtered, MID_FROM, MID_TO)
+    # The seed has calls in both partial days and in the previous period's partial days.
+    first_day, last_day = MID_FROM.date(), MID_TO.date()
+    assert any(c.hour.date() == first_day for c in calls) and any(c.hour.date() == last_day for c in calls)
+    users = per_user_priced(calls)
+    active = {u for u, cs in by((c for c in calls if c.user), lambda c: c.user).items() if net(cs) > 0}
+
+    assert one(grafana.panel(OVERVIEW, "Total cost", ctx)) == {"cost": priced(calls)}
+    assert one(grafana.panel(OVERVIEW, "Requests", ctx)) == {"calls": net(calls)}
+    assert one(grafana.panel(OVERVIEW, "Active users", ctx)) == {"users": len(active)}
+    assert one(grafana.panel(OVERVIEW, "Cost per active user", ctx)) == {
+        "cost_per_user": truncate12(sum(users.values()) / len(users))}
+    got = one(grafana.panel(OVERVIEW, "Cost distribution across users", ctx))
+    costs = sorted(users.values(), reverse=True)
+    assert got["top_user"] == costs[0]
+    assert got["p50"] == pytest.approx(quantile_inclusive([float(v) for v in costs], 0.5), rel=1e-12)
+    assert sum(r["users"] for r in grafana.panel(OVERVIEW, "Users by spend band (USD)", ctx)) == len(users)
+    expected = heavy_users(MID_FROM, MID_TO, filtered)
+    assert grafana.panel(OVERVIEW, "Heavy users", ctx) == expected
+    assert any(e["previous_cost"] > 0 for e in expected)
+    if not filtered:  # u01's only call is before the range; u-unpriced is active but has no priced call
+        assert "u01" not in active and (len(active), len(users)) == (21, 20)
+
+
+@pytest.mark.parametrize("user", [OB, "u20", "u05"])
+def test_user_detail_on_a_range_with_partial_days(grafana, user):
+    ctx = grafana.context(DETAIL, start=MID_FROM, end=MID_TO, user=user)
+    calls = user_calls(user, start=MID_FROM, end=MID_TO)
+    assert one(grafana.panel(DETAIL, "Cost", ctx)) == {"cost": priced(calls)}
+    assert one(grafana.panel(DETAIL, "Requests", ctx)) == {"calls": net(calls)}
+    assert one(grafana.panel(DETAIL, "Unpriced calls", ctx)) == {"calls_unpriced": net(c for c in calls if c.cost is None)}
+    total = priced(c for c in SEED if in_period(c, MID_FROM, MID_TO))
+    assert one(grafana.panel(DETAIL, "Share of all spend", ctx)) == {"share": truncate12(priced(calls) / total)}
+    sessions = sessions_table(user, MID_FROM, MID_TO)
+    assert user_panel_rows(grafana, "Sessions", ctx) == sessions
+    assert one(grafana.panel(DETAIL, "Session count", ctx)) == {
+        "sessions": sum(1 for r in sessions if r["session"] != "(no session)" and r["calls"] > 0)}
+    assert net(calls) > 0
+
+
 # --- every panel is asserted -------------------------------------------------------------------
 
 ASSERTED = {
@@ -737,9 +855,16 @@ ASSERTED = {
 }
 
 
+# Dashboards whose panels another file asserts, with its own check that every panel has a test.
+ASSERTED_ELSEWHERE = {"budgets.json": "test_grafana_budgets.py"}
+
+
 def test_every_panel_has_a_test():
     """A panel added to a dashboard without numbers asserted here fails this test."""
     for name, dashboard in DASHBOARDS.items():
+        if name in ASSERTED_ELSEWHERE:
+            assert "def test_every_panel_has_a_test(" in (Path(__file__).parent / ASSERTED_ELSEWHERE[name]).read_text()
+            continue
         titles = {p["title"] for p in dashboard["panels"] if p["type"] != "row"}
         assert titles == ASSERTED.get(name, set()), name
         for panel in dashboard["panels"]:
