@@ -51,10 +51,15 @@ def _context(client, dashboard: dict, now: datetime, timings: list) -> QueryCont
             variables[v["name"]] = Variable(v["name"], v["query"])
             continue
         sql = expand(v["query"], base)
+        entry = {"dashboard": dashboard["title"], "panel": f"variable ${v['name']}"}
         t0 = time.perf_counter()
-        rows = client.query(sql, settings={"readonly": 1}).result_rows
-        timings.append({"dashboard": dashboard["title"], "panel": f"variable ${v['name']}",
-                        "first_ms": (time.perf_counter() - t0) * 1000})
+        try:
+            rows = client.query(sql, settings={"readonly": 1}).result_rows
+        except Exception as exc:  # noqa: BLE001 - report the variable, keep measuring the panels
+            entry["error"] = str(exc).splitlines()[0][:300]
+            rows = []
+        entry["first_ms"] = (time.perf_counter() - t0) * 1000
+        timings.append(entry)
         options = tuple(str(r[0]) for r in rows)
         if v.get("includeAll"):
             current = ["$__all"] if v.get("multi") else "$__all"
@@ -65,7 +70,7 @@ def _context(client, dashboard: dict, now: datetime, timings: list) -> QueryCont
     return replace(base, variables=variables)
 
 
-def run(store_path: Path, runs: int, database: str = "spanmeter") -> dict:
+def run(store_path: Path, runs: int, database: str = "spanmeter", only: list[str] | None = None) -> dict:
     import clickhouse_connect
 
     client = clickhouse_connect.get_client(dsn=f"chdb://{store_path}", database=database)
@@ -76,6 +81,8 @@ def run(store_path: Path, runs: int, database: str = "spanmeter") -> dict:
     panels = []
     variable_timings: list = []
     for path in sorted((REPO / "grafana" / "dashboards").glob("*.json")):
+        if only and path.stem not in only:
+            continue
         dashboard = json.loads(path.read_text())
         ctx = _context(client, dashboard, now, variable_timings)
         for panel in dashboard.get("panels", []):
@@ -117,6 +124,9 @@ def report(r: dict) -> str:
             lines.append(f"  {p['dashboard'][:18]:18s} {p['panel'][:42]:42s} ERROR {p['error'][:80]}")
         else:
             lines.append(f"  {p['dashboard'][:18]:18s} {p['panel'][:42]:42s} {p['p50_ms']:7.1f} {p['p95_ms']:7.1f} {p['max_ms']:7.1f}")
+    for v in r["variables"]:
+        shown = f"ERROR {v['error'][:80]}" if "error" in v else f"{v['first_ms']:7.1f} (one run, cold)"
+        lines.append(f"  {v['dashboard'][:18]:18s} {v['panel'][:42]:42s} {shown}")
     lines.append(f"worst p95: {r['worst_p95_ms']:.1f} ms; panels over 50 ms: {r['panels_over_50ms'] or 'none'}")
     return "\n".join(lines)
 
@@ -125,9 +135,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--store", type=Path, required=True, help="embedded store built by storage_bytes.py --keep")
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--dashboard", action="append", metavar="NAME",
+                   help="only this dashboard (file name without .json, e.g. cost-overview); repeatable")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    result = run(args.store, args.runs)
+    result = run(args.store, args.runs, only=args.dashboard)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
