@@ -119,15 +119,17 @@ def worker_count(settings: Settings) -> int:
 
 class Preparer:
     """Runs `prepare` in a pool of worker processes (or one thread of this process when there
-    are none), and counts the body bytes waiting for it: past `max_pending_bytes` an export is
-    refused before it is even read (429), so an overloaded service answers quickly instead of
-    queueing without bound."""
+    are none), and watches what waits for it: past `max_pending_decode_bytes` of bodies, or once
+    the oldest has waited `queue_max_delay_ms`, an export is refused before it is even read
+    (429), so an overloaded service answers at once instead of queueing without bound."""
 
     def __init__(self, settings: Settings) -> None:
         self.limits = Limits.of(settings)
         self.workers = worker_count(settings)
         self.max_pending_bytes = settings.max_pending_decode_bytes
+        self.max_delay = settings.queue_max_delay_ms / 1000
         self.pending_bytes = 0
+        self._started: dict[object, float] = {}  # exports in preparation -> when they arrived, oldest first
         self._pool: Executor | None = None
 
     def _executor(self) -> Executor:
@@ -153,10 +155,16 @@ class Preparer:
         nothing waits, whatever its size (the body limits bound it)."""
         if self.pending_bytes and self.pending_bytes + declared_bytes > self.max_pending_bytes:
             raise Overloaded(f"{self.pending_bytes} bytes of exports already waiting to be decoded")
+        if self._started:
+            waited = time.monotonic() - next(iter(self._started.values()))
+            if waited > self.max_delay:
+                raise Overloaded(f"the oldest export waiting to be decoded has waited {waited * 1000:.0f} ms")
 
     async def prepare(self, body: bytes, kind: str, content_encoding: str | None) -> Prepared:
         pool = self._executor()
         self.pending_bytes += len(body)
+        token = object()
+        self._started[token] = time.monotonic()
         try:
             if not self.workers:
                 return await asyncio.wrap_future(pool.submit(prepare, body, kind, content_encoding, self.limits))
@@ -168,6 +176,7 @@ class Preparer:
             raise StoreUnavailable("an ingest worker process died; retry") from exc
         finally:
             self.pending_bytes -= len(body)
+            del self._started[token]
         return unpack(packed)
 
     def close(self) -> None:

@@ -33,6 +33,13 @@ def worker_client(settings, store):
         yield c
 
 
+@pytest.fixture
+def delay_client(settings, store):
+    with TestClient(create_app(settings.model_copy(update={"ingest_workers": 1, "retry_after_seconds": 2,
+                                                           "queue_max_delay_ms": 300}), store=store)) as c:
+        yield c
+
+
 def _worker_pids(client) -> list[int]:
     pool = client.app.state.preparer._pool
     return [p.pid for p in pool._processes.values()]
@@ -78,6 +85,35 @@ def test_exports_waiting_for_a_busy_worker_get_429_before_being_read(worker_clie
         os.kill(pid, signal.SIGCONT)
     assert client.app.state.preparer.pending_bytes == 0
     assert client.post("/v1/traces", content=second, headers=PB).status_code == 200  # the retry
+    rows = lambda q: store.query(q).rows  # noqa: E731
+    assert totals(rows, store.database)["events"][:3] == (6, 600, 60)
+    assert double_counted(rows, store.database) == 0
+
+
+def test_an_export_waiting_past_the_delay_budget_gets_429_for_the_next(delay_client, store):
+    client = delay_client
+    assert client.post("/v1/traces", content=export(20, 1), headers=PB).status_code == 200
+    [pid] = _worker_pids(client)
+    first, second = export(21, 3), export(22, 2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.post, "/v1/traces", content=first, headers=PB)
+            deadline = time.monotonic() + 10
+            while client.app.state.preparer.pending_bytes == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Well under the byte budget (16 MiB), but queued behind an export 300 ms old.
+            accepted_while_fresh = client.app.state.preparer.pending_bytes
+            time.sleep(0.5)
+            refused = client.post("/v1/traces", content=second, headers=PB)
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
+            assert b"waited" in refused.content
+            os.kill(pid, signal.SIGCONT)
+            assert waiting.result(30).status_code == 200
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert accepted_while_fresh == len(first)
+    assert client.post("/v1/traces", content=second, headers=PB).status_code == 200
     rows = lambda q: store.query(q).rows  # noqa: E731
     assert totals(rows, store.database)["events"][:3] == (6, 600, 60)
     assert double_counted(rows, store.database) == 0
