@@ -53,13 +53,15 @@ def test_every_migrations_cluster_variant_parses(store):
                 assert re.match(rf"CREATE TABLE IF NOT EXISTS {db}\.{table} ON CLUSTER {CLUSTER} AS {db}\.{table}_local", text)
                 expected_key = "cityHash64(user_id)" if table in (
                     "usage_events", "usage_hourly", "usage_daily", "user_tiers", "cap_status", "usage_user_daily",
-                    "usage_user_hourly") else "rand()"
+                    "usage_user_hourly", "usage_users_hourly") else "rand()"
                 assert d.group(4) == expected_key, text
                 seen_distributed.add(table)
             if text.startswith("CREATE MATERIALIZED VIEW"):
                 # Each shard aggregates its own rows into its own rollup.
                 assert re.search(rf"TO {db}\.\w+_local\b", head), text
-                assert re.search(rf"FROM {db}\.usage_events_local\b", text), text
+                # (usage_totals_daily's and usage_users_hourly's views read what another view writes, on
+                # the same shard)
+                assert re.search(rf"FROM {db}\.(usage_events|usage_totals_hourly|usage_hourly)_local\b", text), text
             elif text.startswith("CREATE VIEW"):
                 assert "_local" not in text, text  # plain views read the Distributed tables
     assert seen_distributed == local
@@ -108,7 +110,8 @@ def test_cluster_wiring_runs_on_one_node(store, database):
         q = lambda sql: store.query(sql).rows  # noqa: E731
         assert q(f"SELECT sum(requests), sum(cost_usd), sum(unpriced_requests) FROM {db}.usage_hourly") == [
             (3, Decimal("0.75"), 1)]
-        for rollup in ("usage_totals_hourly", "usage_user_daily", "usage_user_hourly"):
+        for rollup in ("usage_totals_hourly", "usage_totals_daily", "usage_user_daily", "usage_user_hourly",
+                       "usage_users_hourly"):
             assert q(f"SELECT sum(requests), sum(cost_usd), sum(unpriced_requests) FROM {db}.{rollup}") == [
                 (3, Decimal("0.75"), 1)], rollup
         assert q(f"SELECT user_id, cost_usd FROM {db}.cost_per_user_daily ORDER BY user_id") == [

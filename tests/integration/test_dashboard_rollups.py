@@ -1,4 +1,4 @@
-"""The dashboards' rollups (clickhouse/0013-0015) hold exactly what the events hold: after inserts
+"""The dashboards' rollups (clickhouse/0013-0018) hold exactly what the events hold: after inserts
 through the writer's insert path, after a migration backfilled them from events stored before it,
 and after a batch re-sent with its deduplication token. The seed (tests/integration/
 test_grafana_panels.py) has repricing corrections (-1/+1 rows), calls taken back, unpriced calls,
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+
+import pytest
 
 import spanmeter.ingest.migrate as migrate_module
 from spanmeter.ingest.migrate import migrate
@@ -39,7 +41,16 @@ ROLLUPS = {
          ("sum(priced_cache_read_tokens)", "sum(if(cost_usd IS NOT NULL, toInt64(cache_read_tokens) * sign, 0))"),
          ("sum(priced_cache_write_tokens)", "sum(if(cost_usd IS NOT NULL, toInt64(cache_write_tokens) * sign, 0))")],
     ),
+    "usage_totals_daily": (
+        "day, service_name, provider, model, feature, team, price_version, tier_input_tokens",
+        f"toDate(event_time), service_name, provider, {MODEL}, feature, team, price_version, "
+        "if(input_tokens > 32000 AND (cache_read_tokens > 0 OR cache_write_tokens > 0), input_tokens, 0)",
+        [("sum(priced_cache_requests)", f"sum(if({PRICED_CACHE}, toInt64(sign), 0))"),
+         ("sum(priced_cache_read_tokens)", "sum(if(cost_usd IS NOT NULL, toInt64(cache_read_tokens) * sign, 0))"),
+         ("sum(priced_cache_write_tokens)", "sum(if(cost_usd IS NOT NULL, toInt64(cache_write_tokens) * sign, 0))")],
+    ),
     "usage_user_daily": ("day, user_id", "toDate(event_time), user_id", []),
+    "usage_users_hourly": ("hour, user_id", "toStartOfHour(event_time), user_id", []),
     "usage_user_hourly": (
         "user_id, hour, session_id, provider, model, feature",
         f"user_id, toStartOfHour(event_time), session_id, provider, {MODEL}, feature",
@@ -133,6 +144,29 @@ def test_a_re_sent_batch_changes_no_rollup(store):
     assert totals(store) == expected_totals(SEED)
 
 
+def test_a_batch_re_sent_after_failing_between_views_is_counted_once(store):
+    """The events and some views' parts committed, a later view's not (disk full, a kill): the
+    writer re-sends the batch with its token; every rollup, the daily totals fed by the hourly
+    totals' view included, ends up with the batch once."""
+    db = store.database
+    store.command(f"CREATE TABLE {db}.flag (x UInt8) ENGINE = MergeTree ORDER BY x")
+    store.command(f"CREATE TABLE {db}.zz_boom (n UInt64) ENGINE = MergeTree ORDER BY n")
+    # Named to sort after every usage_* view: those run first and succeed.
+    store.command(
+        f"CREATE MATERIALIZED VIEW {db}.zz_boom_mv TO {db}.zz_boom AS "
+        f"SELECT throwIf((SELECT count() FROM {db}.flag) = 0, 'disk full') + count() AS n FROM {db}.usage_events"
+    )
+    records = [to_record(c) for c in SEED]
+    with pytest.raises(Exception, match="disk full"):
+        store.insert_usage(records, token="batch-1")
+    assert store.query(f"SELECT count() FROM {db}.usage_events").rows == [(len(SEED),)]  # the events are in
+    store.command(f"INSERT INTO {db}.flag VALUES (1)")
+    store.insert_usage(records, token="batch-1")
+    assert_rollups_equal_events(store)
+    assert totals(store) == expected_totals(SEED)
+    assert store.query(f"SELECT count() FROM {db}.zz_boom").rows == [(1,)]
+
+
 def test_the_migration_backfills_events_stored_before_it(store, chdb_path, monkeypatch):
     from spanmeter.ingest.store import Store
 
@@ -150,8 +184,9 @@ def test_the_migration_backfills_events_stored_before_it(store, chdb_path, monke
         old.insert_usage([to_record(c) for c in first])
         monkeypatch.undo()
         applied = migrate(old)
-        assert applied[-3:] == ["0014_create_usage_user_daily.sql", "0015_create_usage_user_hourly.sql",
-                                "0016_drop_usage_hourly_projection.sql"]
+        assert applied == ["0013_create_usage_totals_hourly.sql", "0014_create_usage_user_daily.sql",
+                           "0015_create_usage_user_hourly.sql", "0016_drop_usage_hourly_projection.sql",
+                           "0017_create_usage_totals_daily.sql", "0018_create_usage_users_hourly.sql"]
         assert_rollups_equal_events(old)
         assert totals(old) == expected_totals(first)
         # Then the views carry on from the backfill, and migrating again adds nothing.
