@@ -69,28 +69,42 @@ PREVIOUS_TO = "$__fromTime - INTERVAL 1 SECOND"
 
 def full_days(lo: str, hi: str) -> str:
     """`day` of a daily rollup: the UTC days all of whose hours start within [lo, hi]."""
-    return (f"day >= toDate(toStartOfDay({lo} + INTERVAL 86399 SECOND, 'UTC')) "
-            f"AND day < toDate(toStartOfDay({hi} + INTERVAL 3600 SECOND, 'UTC'))")
+    return (f"day >= toDate(toStartOfDay(({lo}) + INTERVAL 86399 SECOND, 'UTC')) "
+            f"AND day < toDate(toStartOfDay(({hi}) + INTERVAL 3600 SECOND, 'UTC'))")
 
 
 def edge_hours(lo: str, hi: str) -> str:
     """`hour` of an hourly rollup: the hours within [lo, hi] of the days `full_days` leaves out
     (the picked range's first and last, partial, days), as two ranges of the rollup's key."""
-    first = f"toStartOfDay({lo} + INTERVAL 86399 SECOND, 'UTC')"
-    end = f"toStartOfDay({hi} + INTERVAL 3600 SECOND, 'UTC')"
+    first = f"toStartOfDay(({lo}) + INTERVAL 86399 SECOND, 'UTC')"
+    end = f"toStartOfDay(({hi}) + INTERVAL 3600 SECOND, 'UTC')"
     return f"hour >= {lo} AND hour <= {hi} AND (hour < {first} OR hour >= greatest({first}, {end}))"
+
+
+def totals_rows(columns: str, lo: str = FROM_TIME, hi: str = TO_TIME, filters: str = ROLLUP_FILTERS) -> str:
+    """Rows of the rollups summed over users, with `columns`, covering exactly the hours that start
+    within [lo, hi] (what `$__timeFilter(hour)` keeps), `filters` applied: whole days from
+    usage_totals_daily (where `hour` is the day's start), the partial first and last days from
+    usage_totals_hourly."""
+    return f"""SELECT {columns} FROM (SELECT *, toDateTime(day, 'UTC') AS hour FROM usage_totals_daily)
+        WHERE {full_days(lo, hi)} AND {filters}
+        UNION ALL
+        SELECT {columns} FROM usage_totals_hourly
+        WHERE {edge_hours(lo, hi)} AND {filters}"""
 
 
 def user_sums(sums: str, lo: str = FROM_TIME, hi: str = TO_TIME) -> str:
     """Per attributed user, the aggregates `sums` (e.g. "sum(requests) AS calls_n") over exactly the
-    hours that start within [lo, hi] (what `$__timeFilter(hour)` keeps), in three parts to be summed
-    again: whole days from usage_user_daily (one row per user and day) or, with a filter set, from
-    usage_daily; the partial first and last days from usage_hourly."""
-    days = full_days(lo, hi)
+    hours that start within [lo, hi] (what `$__timeFilter(hour)` keeps), in parts to be summed again:
+    whole days from usage_user_daily (one row per user and day), the partial first and last days
+    from usage_users_hourly (one row per user and hour); with a filter set, from usage_daily and
+    usage_hourly, which split by the filtered columns."""
+    days, edges = full_days(lo, hi), edge_hours(lo, hi)
     parts = [
         ("usage_user_daily", f"({NO_FILTER}) AND {days}"),
+        ("usage_users_hourly", f"({NO_FILTER}) AND {edges}"),
         ("usage_daily", f"NOT ({NO_FILTER}) AND {days} AND {ROLLUP_FILTERS}"),
-        ("usage_hourly", f"{edge_hours(lo, hi)} AND {ROLLUP_FILTERS}"),
+        ("usage_hourly", f"NOT ({NO_FILTER}) AND {edges} AND {ROLLUP_FILTERS}"),
     ]
     return "\n        UNION ALL\n        ".join(
         f"SELECT user_id, {sums} FROM {table}\n        WHERE {where} AND user_id != ''\n        GROUP BY user_id"
@@ -331,11 +345,15 @@ def filter_variables() -> list[dict[str, Any]]:
 
 
 def cost_overview() -> dict[str, Any]:
-    # Summed over users: the rollup without user_id (usage_totals_hourly, ~1,300 rows an hour).
+    # Summed over users: the rollups without user_id, hourly for time series (~1,300 rows an hour),
+    # daily plus the partial first and last days for sums over the period.
     hourly = f"FROM usage_totals_hourly\nWHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}"
 
-    total_cost = stat("Total cost", f"SELECT sum(cost_usd) AS cost\n{hourly}", unit="currencyUSD", decimals=2,
-                      description="Priced spend in the period." + UNPRICED_NOTE)
+    def period(columns: str) -> str:
+        return f"FROM (\n    {totals_rows(columns)}\n)"
+
+    total_cost = stat("Total cost", f"SELECT sum(cost_usd) AS cost\n{period('cost_usd')}", unit="currencyUSD",
+                      decimals=2, description="Priced spend in the period." + UNPRICED_NOTE)
     active_users = stat("Active users", f"SELECT count() AS users\nFROM (\n    {ACTIVE_USERS}\n)",
                         description="Users (user.id known) with at least one call in the period.")
     cost_per_user = stat(
@@ -345,22 +363,27 @@ def cost_overview() -> dict[str, Any]:
         description="Priced spend of attributed users divided by the users with at least one priced call "
                     "(calls without user.id excluded).",
     )
-    requests = stat("Requests", f"SELECT sum(requests) AS calls\n{hourly}",
+    requests = stat("Requests", f"SELECT sum(requests) AS calls\n{period('requests')}",
                     description="Provider calls (each counted once: the leaf span), net of corrections.")
     tokens = stat(
         "Tokens",
-        f"SELECT sum(input_tokens) AS input, sum(cache_read_tokens) AS cached_input, sum(output_tokens) AS output\n{hourly}",
+        "SELECT sum(input_tokens) AS input, sum(cache_read_tokens) AS cached_input, sum(output_tokens) AS output\n"
+        + period("input_tokens, cache_read_tokens, output_tokens"),
         unit="short",
         description="Input includes cached input (cache reads and writes); output includes reasoning.",
     )
     unpriced = stat(
         "Unpriced usage",
-        f"SELECT sum(unpriced_requests) AS calls_unpriced, sum(unpriced_tokens) AS tokens_unpriced\n{hourly}",
+        "SELECT sum(unpriced_requests) AS calls_unpriced, sum(unpriced_tokens) AS tokens_unpriced\n"
+        + period("unpriced_requests, unpriced_tokens"),
         red_above_zero=True,
         description="Calls that could not be priced (unknown model, missing usage): their cost is unknown, not $0. "
                     "Add a price and reprice; the table below names the models.",
     )
 
+    period_end = "toTimeZone($__toTime, 'UTC')"
+    month_start = f"toDateTime(toStartOfMonth({period_end}), 'UTC')"
+    week_ago = f"{period_end} - INTERVAL 7 DAY"
     month = stat(
         "Month to date and forecast",
         f"""WITH
@@ -370,12 +393,15 @@ def cost_overview() -> dict[str, Any]:
     dateDiff('second', period_end, month_end) AS remaining_s
 SELECT
     sumIf(cost_usd, hour >= month_start) AS month_to_date,
-    sumIf(cost_usd, hour > period_end - INTERVAL 7 DAY) AS last_7_days,
+    sumIf(cost_usd, last_week) AS last_7_days,
     last_7_days * remaining_s / 604800 AS rest_of_month,
     month_to_date + rest_of_month AS forecast_month_end,
     sumIf(unpriced_requests, hour >= month_start) AS month_calls_unpriced
-FROM usage_totals_hourly
-WHERE hour >= least(month_start, period_end - INTERVAL 7 DAY) AND hour <= period_end AND {ROLLUP_FILTERS}""",
+FROM (
+    {totals_rows("cost_usd, unpriced_requests, hour, 0 AS last_week", f"least({month_start}, {week_ago})", week_ago)}
+    UNION ALL
+    {totals_rows("cost_usd, unpriced_requests, hour, 1 AS last_week", f"{week_ago} + INTERVAL 1 SECOND", period_end)}
+)""",
         unit="currencyUSD", decimals=2,
         overrides=[override("month_calls_unpriced", unit="short", decimals=0)],
         description="Calendar month (UTC) of the time picker's end. Forecast = month to date + the last 7 days' "
@@ -405,8 +431,11 @@ FROM (
             sum(priced_cache_read_tokens) AS cache_read,
             sum(priced_cache_write_tokens) AS cache_write,
             sum(priced_cache_requests) AS calls
-        FROM usage_totals_hourly
-        WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS} AND price_version NOT IN ({LOW_TIER_VERSIONS})
+        FROM (
+            {totals_rows("price_version, tier_input_tokens, priced_cache_read_tokens, priced_cache_write_tokens, "
+                         "priced_cache_requests")}
+        )
+        WHERE price_version NOT IN ({LOW_TIER_VERSIONS})
         GROUP BY price_version, tier_input
         UNION ALL
         -- rates with a tier starting lower: each call's own input, from the events (read only then)
@@ -438,7 +467,7 @@ FROM (
         f"""SELECT
     sum(cache_read_tokens) AS cached_input,
     sum(cache_read_tokens) / nullIf(sum(input_tokens), 0) AS cached_share
-{hourly}""",
+{period("cache_read_tokens, input_tokens")}""",
         unit="short",
         overrides=[override("cached_share", unit="percentunit", decimals=1)],
         description="Input tokens served from the provider's prompt cache (billed at the cache-read rate), "
@@ -504,7 +533,7 @@ ORDER BY min(cost)""",
     sumIf(unpriced_n, current) AS calls_unpriced,
     if(calls = calls_unpriced, NULL, sumIf(cost_n, current)) AS cost,
     toFloat64(cost) / toFloat64(nullIf((
-        SELECT sum(cost_usd) FROM usage_totals_hourly WHERE $__timeFilter(hour) AND {ROLLUP_FILTERS}
+        SELECT sum(cost_usd) FROM ({totals_rows("cost_usd")})
     ), 0)) AS share,
     sumIf(tokens_n, current) AS tokens,
     sumIf(cost_n, NOT current) AS previous_cost,
@@ -556,7 +585,7 @@ ORDER BY calls DESC, model_name ASC""",
     sum(cache_read_tokens) AS cached_input,
     sum(cache_write_tokens) AS cache_writes,
     sum(cache_read_tokens) / nullIf(sum(input_tokens), 0) AS cached_share
-{hourly}
+{period("model, input_tokens, cache_read_tokens, cache_write_tokens")}
 GROUP BY model_name
 HAVING input != 0
 ORDER BY cached_input DESC, model_name ASC""",
@@ -626,7 +655,7 @@ def user_detail() -> dict[str, Any]:
         "Share of all spend",
         f"""SELECT
     (SELECT sum(cost_usd) FROM usage_user_hourly WHERE {USER} AND $__timeFilter(hour))
-        / nullIf((SELECT sum(cost_usd) FROM usage_totals_hourly WHERE $__timeFilter(hour)), 0) AS share""",
+        / nullIf((SELECT sum(cost_usd) FROM ({totals_rows("cost_usd", filters="1")})), 0) AS share""",
         unit="percentunit", decimals=2, description="This user's part of all priced spend in the period.",
     )
     calls = stat("Requests", f"SELECT sum(requests) AS calls\n{hourly}")
