@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Group commit: a request is acknowledged once the batch holding its rows is inserted.
     batch_max_rows: int = Field(default=50_000, gt=0)
     batch_max_wait_ms: int = Field(default=50, ge=0)
+    # A batch also waits as long as the previous insert took, up to this: when inserts are slow
+    # (their fixed cost dominates small batches), fewer and larger ones. 0: never.
+    batch_hold_ms: int = Field(default=200, ge=0)
     queue_max_rows: int = Field(default=500_000, gt=0)
     # Past this wait of the oldest queued rows the writer is behind: exports get 429 (before
     # being read) until it catches up, which bounds every acknowledgement's latency.

@@ -222,6 +222,28 @@ def test_rows_queued_past_the_delay_budget_refuse_new_work_until_the_writer_catc
     assert net(store) == ((3, 123), (3, 123))
 
 
+def test_after_a_slow_insert_the_next_batch_waits_as_long_to_gather_more_rows(store, monkeypatch):
+    writer = make_writer(store, batch_hold_ms=1000)  # batch_max_wait_ms is 5
+    original = store.insert_usage_arrow
+    inserts = []
+
+    def slow(table, token=None):
+        inserts.append(table.num_rows)
+        time.sleep(0.4)
+        return original(table, token)
+
+    monkeypatch.setattr(store, "insert_usage_arrow", slow)
+    assert submit(writer, export([chat(1, 1, model="gpt-4o", input=100, output=1)])).stored == 1
+    a, b = export([chat(2, 1, model="gpt-4o", input=20, output=1)]), export([chat(3, 1, model="gpt-4o", input=3, output=1)])
+    first = writer.submit_nowait(a.records, a.links)
+    time.sleep(0.15)  # far past batch_max_wait_ms, within the last insert's 0.4 s
+    second = writer.submit_nowait(b.records, b.links)
+    assert first.result(10).stored == 1 and second.result(10).stored == 1
+    assert inserts == [1, 2]  # one insert for both, not one each
+    writer.stop()
+    assert net(store) == ((3, 123), (3, 123))
+
+
 def users(store):
     """Net requests per user, in the events and in the daily rollup."""
     db = store.database
