@@ -59,8 +59,8 @@ def test_every_migrations_cluster_variant_parses(store):
             if text.startswith("CREATE MATERIALIZED VIEW"):
                 # Each shard aggregates its own rows into its own rollup.
                 assert re.search(rf"TO {db}\.\w+_local\b", head), text
-                # (usage_totals_daily's and usage_users_hourly's views read what another view writes, on
-                # the same shard)
+                # (usage_totals_daily's, usage_users_hourly's and usage_series_hourly's views read what
+                # another view writes, on the same shard)
                 assert re.search(rf"FROM {db}\.(usage_events|usage_totals_hourly|usage_hourly)_local\b", text), text
             elif text.startswith("CREATE VIEW"):
                 assert "_local" not in text, text  # plain views read the Distributed tables

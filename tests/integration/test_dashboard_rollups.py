@@ -1,4 +1,4 @@
-"""The dashboards' rollups (clickhouse/0013-0018) hold exactly what the events hold: after inserts
+"""The dashboards' rollups (clickhouse/0013-0019) hold exactly what the events hold: after inserts
 through the writer's insert path, after a migration backfilled them from events stored before it,
 and after a batch re-sent with its deduplication token. The seed (tests/integration/
 test_grafana_panels.py) has repricing corrections (-1/+1 rows), calls taken back, unpriced calls,
@@ -133,6 +133,30 @@ def test_rollups_equal_the_events_after_inserts(store):
     ).rows == [(min(c.time for c in ob).replace(tzinfo=None), max(c.time for c in ob).replace(tzinfo=None), 3)]
 
 
+SERIES = {"model": MODEL, "feature": "feature", "service": "service_name", "team": "team"}
+
+
+def assert_series_equal_events(store) -> None:
+    db = store.database
+    for dimension, column in SERIES.items():
+        got = store.query(
+            f"SELECT hour, value, sum(requests), sum(cost_usd), sum(unpriced_requests) FROM {db}.usage_series_hourly "
+            f"WHERE dimension = '{dimension}' GROUP BY hour, value HAVING sum(requests) != 0 OR sum(cost_usd) != 0 "
+            "OR sum(unpriced_requests) != 0").rows
+        want = store.query(
+            f"SELECT toStartOfHour(event_time) AS h, {column} AS v, {EVENT_SUMS[0]} AS n, {EVENT_SUMS[6]} AS c, "
+            f"{EVENT_SUMS[7]} AS u FROM {db}.usage_events GROUP BY h, v HAVING n != 0 OR c != 0 OR u != 0").rows
+        assert set(got) == set(want) and len(got) == len(want) > 10, dimension
+
+
+def test_the_series_rollup_equals_the_events(store):
+    store.insert_usage([to_record(c) for c in SEED])
+    assert_series_equal_events(store)
+    db = store.database
+    assert store.query(f"SELECT sum(cost_usd) FROM {db}.usage_series_hourly WHERE dimension = 'team'").rows == [
+        (priced(SEED),)]
+
+
 def test_a_re_sent_batch_changes_no_rollup(store):
     """The writer re-sends a batch that failed half way with the same deduplication token: each
     rollup (its view's part already written or not) must count the batch once."""
@@ -163,6 +187,7 @@ def test_a_batch_re_sent_after_failing_between_views_is_counted_once(store):
     store.command(f"INSERT INTO {db}.flag VALUES (1)")
     store.insert_usage(records, token="batch-1")
     assert_rollups_equal_events(store)
+    assert_series_equal_events(store)
     assert totals(store) == expected_totals(SEED)
     assert store.query(f"SELECT count() FROM {db}.zz_boom").rows == [(1,)]
 
@@ -186,8 +211,10 @@ def test_the_migration_backfills_events_stored_before_it(store, chdb_path, monke
         applied = migrate(old)
         assert applied == ["0013_create_usage_totals_hourly.sql", "0014_create_usage_user_daily.sql",
                            "0015_create_usage_user_hourly.sql", "0016_drop_usage_hourly_projection.sql",
-                           "0017_create_usage_totals_daily.sql", "0018_create_usage_users_hourly.sql"]
+                           "0017_create_usage_totals_daily.sql", "0018_create_usage_users_hourly.sql",
+                           "0019_create_usage_series_hourly.sql"]
         assert_rollups_equal_events(old)
+        assert_series_equal_events(old)
         assert totals(old) == expected_totals(first)
         # Then the views carry on from the backfill, and migrating again adds nothing.
         old.insert_usage([to_record(c) for c in later])
