@@ -475,12 +475,21 @@ FROM (
     )
 
     def over_time(column: str, label: str) -> dict[str, Any]:
+        # No filter set: the rollup with one row per hour and value of this dimension
+        # (usage_series_hourly); a filter set: usage_totals_hourly, which has every column.
         return timeseries(
             f"Cost by {label}",
             f"""SELECT time, if(value = '', '(none)', value) AS series, cost
 FROM (
+    SELECT $__timeInterval(hour) AS time, value, sum(cost_usd) AS cost
+    FROM usage_series_hourly
+    WHERE ({NO_FILTER}) AND dimension = '{label}' AND $__timeFilter(hour)
+    GROUP BY time, value
+    HAVING sum(requests) != sum(unpriced_requests)
+    UNION ALL
     SELECT $__timeInterval(hour) AS time, {column} AS value, sum(cost_usd) AS cost
-    {hourly}
+    FROM usage_totals_hourly
+    WHERE NOT ({NO_FILTER}) AND $__timeFilter(hour) AND {ROLLUP_FILTERS}
     GROUP BY time, value
     HAVING sum(requests) != sum(unpriced_requests)
 )

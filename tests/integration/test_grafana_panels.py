@@ -482,11 +482,12 @@ def test_cached_input(grafana):
     ("Cost by team", lambda c: c.team),
 ])
 @pytest.mark.parametrize("interval", [timedelta(days=1), timedelta(hours=6)], ids=["1d", "6h"])
-def test_cost_over_time(grafana, title, column, interval):
-    ctx = grafana.context(OVERVIEW, interval=interval)
+@pytest.mark.parametrize("filtered", [False, True], ids=["all", "service+team"])
+def test_cost_over_time(grafana, title, column, interval, filtered):
+    ctx = grafana.context(OVERVIEW, interval=interval, **(FILTERED if filtered else {}))
     step = interval.total_seconds()
     expected: dict[tuple[datetime, str], Decimal] = {}
-    groups = by(overview_calls(False), lambda c: (
+    groups = by(overview_calls(filtered), lambda c: (
         datetime.fromtimestamp(c.hour.timestamp() // step * step, UTC), column(c) or "(none)"))
     for key, cs in groups.items():
         if net(cs) != net(c for c in cs if c.cost is None):  # groups of only unpriced calls: no $0 bar
@@ -494,8 +495,9 @@ def test_cost_over_time(grafana, title, column, interval):
     rows = grafana.panel(OVERVIEW, title, ctx)
     assert [(utc(r["time"]), r["series"]) for r in rows] == sorted(expected)
     assert {(utc(r["time"]), r["series"]): r["cost"] for r in rows} == expected
-    if title == "Cost by model":
+    if title == "Cost by model" and not filtered:
         assert "mystery-1" not in {r["series"] for r in rows}
+    assert len(rows) > 10
 
 
 def test_cost_distribution_across_users(grafana):
