@@ -1,5 +1,5 @@
 """What the dashboards' rollups cost each insert: engine CPU per batch with every view of the
-migrations, against the same store without the views of migrations 0013-0018 and with 0011's
+migrations, against the same store without the views of migrations 0013-0019 and with 0011's
 by-user projection of usage_hourly (which 0016 drops): the schema before them.
 
     .venv/bin/python bench/rollup_insert_cost.py                      # 8 batches of 50,000, 3 rounds
@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:
 from bench.workload import ExportTemplates  # noqa: E402
 
 DASHBOARD_VIEWS = ("usage_totals_hourly_mv", "usage_totals_daily_mv", "usage_user_daily_mv", "usage_user_hourly_mv",
-                   "usage_users_hourly_mv")
+                   "usage_users_hourly_mv", "usage_series_hourly_mv")
 
 
 def cpu_seconds() -> float:
