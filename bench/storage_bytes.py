@@ -97,6 +97,8 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     from spanmeter.ingest.migrate import migrate
+    from spanmeter.ingest.price import PriceBook
+    from spanmeter.ingest.price_history import record_prices
     from spanmeter.ingest.store import Store
 
     path = args.keep or Path(tempfile.mkdtemp(prefix="spanmeter-storage-"))
@@ -105,6 +107,8 @@ def main() -> None:
     store = Store.connect(f"chdb://{path}")
     try:
         migrate(store)
+        # The rates, as the service records them at start: the dashboards' savings panel joins them.
+        record_prices(store, PriceBook.from_files(None))
         seconds = fill(store, args.rows, args.seed, args.single_call_traces)
         started = time.perf_counter()
         # Every table merged, the rollups too, as a long-running store's are (dashboard_queries.py reads them).
