@@ -236,8 +236,11 @@ def instructions(args: argparse.Namespace) -> None:
     python = peers_python()
     plan = {"call": (20, 220), "stream-1": (20, 220), "stream-201": (2, 22), "stream-201-noopt": (2, 22)}
     # The cyclic GC off (BENCH_NO_GC): with it on, whether a full collection of the heap falls in
-    # the n1 or the n2 run swings a stream's count by millions of instructions.
-    env = {**os.environ, "PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false", "BENCH_NO_GC": "1"}
+    # the n1 or the n2 run swings a stream's count by millions of instructions. Python's own
+    # allocator, as apps run: under PYTHONMALLOC=malloc every small object goes through glibc,
+    # whose consolidation passes charged a stream ~18k instructions per chunk more when spanmeter
+    # hands the app new (stripped) chunk objects.
+    env = {**os.environ, "PYTHONHASHSEED": "0", "TRACELOOP_TRACE_CONTENT": "false", "BENCH_NO_GC": "1"}
 
     def refs(scenario: str, workload: str, n: int) -> int:
         out = subprocess.run(
