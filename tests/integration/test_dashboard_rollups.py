@@ -209,7 +209,9 @@ def test_the_migration_backfills_events_stored_before_it(store, chdb_path, monke
         old.insert_usage([to_record(c) for c in first])
         monkeypatch.undo()
         applied = migrate(old)
-        assert applied == ["0013_create_usage_totals_hourly.sql", "0014_create_usage_user_daily.sql",
+        # the dashboards' rollups (later migrations may follow them)
+        assert [name for name in applied if name < "0020"] == [
+                           "0013_create_usage_totals_hourly.sql", "0014_create_usage_user_daily.sql",
                            "0015_create_usage_user_hourly.sql", "0016_drop_usage_hourly_projection.sql",
                            "0017_create_usage_totals_daily.sql", "0018_create_usage_users_hourly.sql",
                            "0019_create_usage_series_hourly.sql"]
