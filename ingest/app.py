@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     @app.post("/v1/traces")
     async def export_traces(request: Request) -> Response:
         metrics: Metrics = app.state.metrics
-        kind = decode_stage.JSON if "json" in (request.headers.get("content-type") or "") else decode_stage.PROTOBUF
+        kind = decode_stage.answer_type(request.headers.get("content-type"))
         try:
             _authorize(request, settings.ingest_token)
             kind = decode_stage.media_type(request.headers.get("content-type"))
@@ -320,7 +320,7 @@ class _StoreGate:
         exc = StoreUnavailable("ClickHouse is not reachable yet")
         if scope["path"] == "/v1/traces":
             content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
-            kind = decode_stage.JSON if "json" in content_type else decode_stage.PROTOBUF
+            kind = decode_stage.answer_type(content_type)
             response = _error(exc, kind, state.settings, state.metrics)
         else:  # the usage and admin APIs' own error body
             response = Response(orjson.dumps({"code": 503, "message": str(exc)}), status_code=503,

@@ -41,6 +41,12 @@ def media_type(content_type: str | None) -> str:
     raise UnsupportedMediaType(f"unsupported Content-Type: use {PROTOBUF} or {JSON}")
 
 
+def answer_type(content_type: str | None) -> str:
+    """The encoding to answer an export in, even one refused before its media type is checked:
+    JSON when the request looks like JSON, protobuf otherwise."""
+    return JSON if "json" in (content_type or "") else PROTOBUF
+
+
 def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
     """Undo Content-Encoding, refusing to inflate past `max_bytes` (decompression bombs)."""
     encoding = (content_encoding or "identity").strip().lower()
