@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 
 import httpx2
 import openai
@@ -313,6 +314,28 @@ def test_large_embeddings_body_read_from_its_tail(fake, exporter, client) -> Non
     result = client.embeddings.create(model="text-embedding-3-small", input=["w"] * 200, dimensions=256, encoding_format="float")
     assert len(result.data) == 200
     assert attrs(only_span(exporter))[sc.GEN_AI_USAGE_INPUT_TOKENS] == 203
+
+
+def test_large_request_body_top_level_model_and_user(fake, exporter, client) -> None:
+    # Over max_parse_bytes (1 MiB) the request is walked, not parsed; a tool schema's nested
+    # "model" and a message's own "user" come before the request's top-level ones.
+    tool = {"type": "function", "function": {"name": "pick", "parameters": {
+        "type": "object", "properties": {"model": {"type": "string"}, "user": {"type": "string", "default": "schema-user"}}}}}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 1_500_000}}
+    messages = [{"role": "user", "name": "nested", "content": [{"type": "text", "text": "look"}, image]}]
+    result = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[tool], user="u-top",
+                                            extra_body={"metadata": {"user": "meta-user", "model": "meta-model"}})
+    assert len(json.dumps(fake.requests[-1].body)) > 1 << 20
+    assert attrs(only_span(exporter)) == {
+        **base(fake, False, model="gpt-4o"),
+        sc.USER_ID: "u-top",
+        sc.GEN_AI_RESPONSE_ID: result.id,
+        sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+        sc.GEN_AI_RESPONSE_FINISH_REASONS: ["stop"],
+        sc.GEN_AI_USAGE_INPUT_TOKENS: result.usage.prompt_tokens,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: result.usage.completion_tokens,
+        sc.SPANMETER_USAGE_STATUS: "reported",
+    }
 
 
 def test_legacy_completions(fake, exporter, client) -> None:

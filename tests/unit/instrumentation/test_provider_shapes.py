@@ -103,6 +103,100 @@ def test_large_body_scanned_near_its_ends() -> None:
     assert (f.model, f.stream, f.has_stream_options, f.user) == ("gpt-4o", True, False, "u-big")
 
 
+# A tool whose parameters have a nested "model" object and a nested "user" string property, and
+# a message that carries its own "user", "model", "stream" and "stream_options" keys: none of them
+# is the request's.
+NESTED_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "pick",
+        "parameters": {"type": "object", "properties": {"model": {"type": "string", "user": "schema-user"}, "user": {"type": "string"}}},
+    },
+}
+NESTED_MESSAGE = {"role": "user", "model": "nested-model", "user": "nested-user", "stream": True, "stream_options": {"include_usage": True},
+                  "metadata": {"user_id": "nested-meta"}, "content": [{"type": "image_url", "image_url": {"url": "B" * 2_000_000}}]}
+
+
+def big_body(members: list[tuple[str, object]]) -> bytes:
+    body = json.dumps(dict(members)).encode()
+    assert len(body) > 1 << 20
+    return body
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        # the nested keys first (tools and messages before the request's own, as the openai SDK writes them)
+        [("tools", [NESTED_TOOL]), ("messages", [NESTED_MESSAGE]), ("model", "gpt-4o"), ("user", "u-top")],
+        # the nested keys last (a tail scan met them first)
+        [("model", "gpt-4o"), ("user", "u-top"), ("messages", [NESTED_MESSAGE]), ("tools", [NESTED_TOOL])],
+        # top-level keys on both sides of the upload, nested ones on both sides of those
+        [("tools", [NESTED_TOOL]), ("model", "gpt-4o"), ("messages", [NESTED_MESSAGE]), ("user", "u-top"), ("tool_choice", {"user": "x", "model": "y"})],
+    ],
+)
+def test_large_body_takes_only_top_level_keys(members: list[tuple[str, object]]) -> None:
+    f = P.parse_request(big_body(members), max_parse_bytes=1 << 20)
+    assert f is not None and f.obj is None  # walked, not parsed whole
+    assert (f.model, f.user, f.stream, f.has_stream_options, f.include_usage) == ("gpt-4o", "u-top", False, False, None)
+
+
+def test_large_body_without_top_level_model_or_user() -> None:
+    f = P.parse_request(big_body([("tools", [NESTED_TOOL]), ("messages", [NESTED_MESSAGE])]), max_parse_bytes=1 << 20)
+    assert f is not None
+    assert (f.model, f.user, f.stream, f.has_stream_options) == (None, None, False, False)
+
+
+def test_large_body_all_metering_fields() -> None:
+    members = [
+        ("messages", [NESTED_MESSAGE]),
+        ("model", "claude-sonnet-4-5"),
+        ("metadata", {"user_id": "u-anthropic"}),
+        ("stream", True),
+        ("stream_options", {"include_usage": False}),
+        ("service_tier", "flex"),
+        ("conversation", {"id": "conv_big"}),
+        ("n", 3),
+    ]
+    f = P.parse_request(big_body(members), max_parse_bytes=1 << 20)
+    assert f is not None and f.obj is None
+    assert (f.model, f.user, f.stream, f.has_stream_options, f.include_usage) == ("claude-sonnet-4-5", "u-anthropic", True, True, False)
+    assert (f.service_tier, f.conversation, f.choices) == ("flex", "conv_big", 3)
+    # stream_options present and the body not kept whole: no re-serialisation of a 2 MB body
+    assert P.inject_include_usage(big_body(members), f) is None
+
+
+def test_large_body_strings_with_escapes_and_brackets() -> None:
+    # Quotes, backslashes and brackets inside strings must not end a string or move the depth.
+    tricky = 'a \\" } ] { [ "model": "fake", "user": "fake" \\\\' + "C" * 1_500_000 + '\\\\" "user": "no" \\'
+    members = [("messages", [{"role": "user", "content": tricky}, {"role": "user", "content": '{"model": "x"'}]),
+               ("model", "gpt-4.1"), ("safety_identifier", "hashed"), ("user", "legacy")]
+    body = json.dumps(dict(members), indent=1).encode()  # whitespace between every token
+    f = P.parse_request(b" \n" + body, max_parse_bytes=1 << 20)
+    assert f is not None and f.obj is None
+    assert (f.model, f.user) == ("gpt-4.1", "hashed")
+
+
+def test_large_body_escaped_key() -> None:
+    body = b'{"messages":[{"content":"' + b"D" * (2 << 20) + b'"}],"\\u006dodel":"gpt-4o","user" : "u-esc"}'
+    f = P.parse_request(body, max_parse_bytes=1 << 20)
+    assert f is not None and (f.model, f.user) == ("gpt-4o", "u-esc")
+
+
+def test_large_dense_body_is_parsed_whole() -> None:
+    # A long chat history (many small strings) is cheaper to parse whole than to walk.
+    history = [{"role": "user", "content": f"message {i}", "user": "nested"} for i in range(40_000)]
+    body = big_body([("messages", history), ("model", "gpt-4o"), ("user", "u-dense")])
+    f = P.parse_request(body, max_parse_bytes=1 << 20)
+    assert f is not None and f.obj is not None
+    assert (f.model, f.user) == ("gpt-4o", "u-dense")
+
+
+@pytest.mark.parametrize("cut", [10, 1_000_000, -30, -1])
+def test_large_truncated_body_is_not_an_object(cut: int) -> None:
+    body = big_body([("messages", [NESTED_MESSAGE]), ("model", "gpt-4o"), ("user", "u-top")])
+    assert P.parse_request(body[:cut] + b" " * (2 << 20), max_parse_bytes=1 << 20) is None
+
+
 def test_inject_splices_without_touching_other_bytes() -> None:
     body = b'{"messages":[{"role":"user","content":"hi"}],"model":"m","stream":true}'
     f = P.parse_request(body, 1 << 20)
