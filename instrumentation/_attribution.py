@@ -26,6 +26,7 @@ from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from opentelemetry import baggage
+from opentelemetry.context import Context
 
 from . import semconv as sc
 
@@ -125,12 +126,13 @@ def current_attributes() -> dict[str, str]:
     return dict(_CURRENT.get() or {})
 
 
-def resolve(user: str | None, conversation: str | None) -> dict[str, str]:
-    """Span attributes for a call: scopes, then baggage, then the request's own fields."""
+def resolve(user: str | None, conversation: str | None, context: Context | None = None) -> dict[str, str]:
+    """Span attributes for a call: scopes, then baggage (of `context`, else the current one),
+    then the request's own fields."""
     scoped = _CURRENT.get()
     result = dict(scoped) if scoped else {}
     if len(result) < len(ATTRIBUTE_KEYS):
-        bag = baggage.get_all()
+        bag = baggage.get_all(context)
         if bag:
             for key, sources in _BAGGAGE_KEYS:
                 if key in result:

@@ -71,11 +71,15 @@ class Call:
         "sse",
         "response_hook",
         "choices",
+        "recording",
+        "context",
         "quick",
         "chat",
     )
 
-    def __init__(self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None, choices: int = 1) -> None:
+    def __init__(
+        self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None, choices: int = 1, recording: bool = True
+    ) -> None:
         self.span = span
         self.shape = shape
         self.request = request
@@ -83,25 +87,30 @@ class Call:
         self.strip = strip  # spanmeter injected include_usage: hide the extra usage chunk
         self.done = False
         self.state: Any = None
-        self.parser: SSEParser | None = None
         self.mode = 0  # 0: not parsing, 1: SSE, 2: SSE with stripping, 3: collect whole body
-        self.pending = b""
-        self.collected: list[bytes] = []
-        self.collected_size = 0
-        self.encoding = ""
-        self.sse = False
         self.response_hook = response_hook
         self.choices = choices
+        self.recording = recording  # False: the sampler dropped the span, nothing read is kept
+        self.context: Any = None  # the context to make current during the request (the span in it)
+        # The rest is set by `on_response`: `sse` always, the stream's fields when it wraps one.
+        self.parser: SSEParser | None
+        self.pending: bytes
+        self.collected: list[bytes]
+        self.collected_size: int
+        self.encoding: str
+        self.sse: bool
         # SSE modes: True while nothing is held over between chunks (no partial event in the
         # parser, no pending bytes), so a chunk of one whole `data:` event can skip the parser.
-        self.quick = False
-        self.chat: P.ChatStream | None = None  # the state, when it is a one-choice chat stream
+        self.quick: bool
+        self.chat: P.ChatStream | None  # the state, when it is a one-choice chat stream
 
     # --- request phase ------------------------------------------------------------------------
 
     def attach(self) -> object | None:
         try:
-            return otel_context.attach(trace.set_span_in_context(self.span))
+            ctx = self.context
+            self.context = None
+            return otel_context.attach(ctx if ctx is not None else trace.set_span_in_context(self.span))
         except Exception:
             _log.debug("spanmeter: could not activate span", exc_info=True)
             return None
@@ -133,6 +142,10 @@ class Call:
         try:
             if self.response_hook is not None:
                 self._call_hook(response)
+            if not self.recording:
+                # An unsampled span keeps no attribute: its body is neither parsed nor wrapped.
+                self._end(sc.USAGE_MISSING)
+                return False
             status = response.status_code
             if status >= 400:
                 self.attrs[sc.ERROR_TYPE] = str(status)
@@ -150,6 +163,12 @@ class Call:
             self.encoding = headers.get("content-encoding", "").strip().lower()
             if self.encoding == "identity":
                 self.encoding = ""
+            self.parser = None
+            self.pending = b""
+            self.collected = []
+            self.collected_size = 0
+            self.quick = False
+            self.chat = None
             self.state = P.new_stream_state(self.shape, self.strip, self.choices)
             if self.sse and not self.encoding:
                 self.parser = SSEParser(self.state.on_event)
@@ -352,10 +371,12 @@ class Call:
         span = self.span
         # Drop what the span no longer needs: a streamed response often hangs off a reference
         # cycle (the SDK's stream and its generator) that only the cyclic GC frees.
-        self.collected = []
-        self.request = self.state = self.parser = self.chat = None
-        self.mode = 0  # any later chunk passes through untouched
-        self.quick = False
+        self.request = None
+        if self.state is not None:  # a stream was wrapped (its fields exist)
+            self.collected = []
+            self.state = self.parser = self.chat = None
+            self.mode = 0  # any later chunk passes through untouched
+            self.quick = False
         span.set_attributes(attrs)
         if error or sc.ERROR_TYPE in attrs:
             span.set_status(Status(StatusCode.ERROR))

@@ -19,6 +19,7 @@ import functools
 import logging
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Tracer
@@ -69,12 +70,18 @@ class Hooks:
         fields = P.parse_request(body, self.max_parse_bytes) if body else None
 
         host = url.host
-        operation = P.OPERATION[shape]
-        model = (fields.model if fields is not None else None) or P.model_from_path(shape, path)
-        streaming = path.endswith(":streamGenerateContent") or (fields is not None and fields.stream)
+        operation, provider, path_model = _route(shape, host, path)
+        if fields is not None:
+            model = fields.model or path_model
+            streaming = fields.stream or shape == P.GEMINI_GENERATE and path.endswith(":streamGenerateContent")
+            user, conversation = fields.user, fields.conversation
+        else:
+            model = path_model
+            streaming = shape == P.GEMINI_GENERATE and path.endswith(":streamGenerateContent")
+            user = conversation = None
         attrs: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: operation,
-            sc.GEN_AI_PROVIDER_NAME: P.provider_for(shape, host, path),
+            sc.GEN_AI_PROVIDER_NAME: provider,
             sc.SERVER_ADDRESS: host,
             sc.SPANMETER_STREAMING: streaming,
         }
@@ -83,34 +90,58 @@ class Hooks:
         port = url.port
         if port is not None:
             attrs[sc.SERVER_PORT] = port
-        if fields is not None:
-            if fields.service_tier and shape != P.ANTHROPIC_MESSAGES:
-                attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
-            attrs.update(resolve(fields.user, fields.conversation))
-        else:
-            attrs.update(resolve(None, None))
+        if fields is not None and fields.service_tier and shape != P.ANTHROPIC_MESSAGES:
+            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
+        # The context is read once here, for the baggage, the parent and the span's own context.
+        ctx = otel_context.get_current()
+        who = resolve(user, conversation, ctx)
+        if who:
+            attrs.update(who)
 
+        span = self.tracer.start_span(f"{operation} {model}" if model else operation, ctx, SpanKind.CLIENT, attrs)
+        recording = span.is_recording()
         strip = False
         if (
-            streaming
+            recording  # an unsampled call's usage is never read: its request goes out as the app wrote it
+            and streaming
             and shape == P.CHAT_COMPLETIONS
             and self.inject_stream_usage
             and fields is not None
             and fields.include_usage is not True
             and _accepts_stream_options(url)
         ):
-            patched = P.inject_include_usage(body, fields)  # type: ignore[arg-type]
-            if patched is not None:
-                request = _with_body(request, patched)
-                strip = True
+            try:
+                patched = P.inject_include_usage(body, fields)  # type: ignore[arg-type]
+                if patched is not None:
+                    request = _with_body(request, patched)
+                    strip = True
+            except Exception:  # the request goes out as the app wrote it (usage may then be missing)
+                _log.debug("spanmeter: could not add stream_options.include_usage", exc_info=True)
 
-        span = self.tracer.start_span(f"{operation} {model}" if model else operation, kind=SpanKind.CLIENT, attributes=attrs)
         if self.request_hook is not None:
             try:
                 self.request_hook(span, request)
             except Exception:
                 _log.debug("spanmeter: request_hook failed", exc_info=True)
-        return Call(span, shape, request, strip, self.response_hook, fields.choices if fields is not None else 1)
+        call = Call(span, shape, request, strip, self.response_hook, fields.choices if fields is not None else 1, recording)
+        call.context = trace.set_span_in_context(span, ctx)
+        return call
+
+
+# (operation, provider, model named by the path) by (shape, host, path): an app calls the same few
+# URLs over and over. Bounded: cleared when full (a gateway with a path per deployment, say).
+_ROUTES: dict[tuple[str, str, str], tuple[str, str, str | None]] = {}
+_MAX_ROUTES = 256
+
+
+def _route(shape: str, host: str, path: str) -> tuple[str, str, str | None]:
+    key = (shape, host, path)
+    route = _ROUTES.get(key)
+    if route is None:
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        route = _ROUTES[key] = (P.OPERATION[shape], P.provider_for(shape, host, path), P.model_from_path(shape, path))
+    return route
 
 
 def _accepts_stream_options(url: Any) -> bool:
