@@ -75,15 +75,22 @@ MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in three
 
 
 def peers_python() -> Path:
+    import tomllib
+
     python = PEERS / "bin" / "python"
     stamp = PEERS / ".installed"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+    # Re-installed when spanmeter's own dependencies change too (an editable install does not
+    # follow pyproject.toml by itself).
+    own = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = "\n".join([*PEER_PACKAGES, *own]) + "\n"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), "-e", str(REPO), *PEER_PACKAGES],
             check=True,
         )
-        stamp.write_text("\n".join(PEER_PACKAGES) + "\n")
+        stamp.write_text(wanted)
     return python
 
 

@@ -215,6 +215,20 @@ def test_inject_keeps_other_stream_options() -> None:
     assert json.loads(out) == {"model": "m", "stream": True, "stream_options": {"include_usage": True, "include_obfuscation": False}}
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["orjson", "json"])
+def test_loads_reads_what_json_reads(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    if not fast:
+        monkeypatch.setattr(P, "_orjson_loads", None)
+    assert P.loads(b' {"a": [1, 2.5, null, true], "b": "\\u00e9t\xc3\xa9"} ') == {"a": [1, 2.5, None, True], "b": "\u00e9t\u00e9"}
+    # What orjson refuses and json accepts goes to json.
+    assert P.loads(b'"\\ud800"') == "\ud800"
+    nan = P.loads(b"[NaN]")[0]
+    assert nan != nan
+    for bad in (b"", b"{", b"not json", b"\xff"):
+        with pytest.raises(ValueError):
+            P.loads(bad)
+
+
 # --- extraction from whole bodies ---
 
 
