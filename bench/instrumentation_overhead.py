@@ -16,6 +16,9 @@ setup (a `TracerProvider` with a `BatchSpanProcessor` and an exporter that drops
 - `bare-span` (reference): no instrumentation, the benchmark itself wraps each call in one span
   with the 12 attributes a usage span has: what the OpenTelemetry SDK alone costs any
   one-span-per-call instrumentation, the floor under the three above;
+- `bare-span-direct` (reference): the same span, attributes and ending, started with `start_span`
+  and made current with `context.attach` / `detach` (as spanmeter does) instead of the
+  `start_as_current_span` context manager: the floor for that cheaper way of using the SDK;
 - `spanmeter-unsampled` (reference): spanmeter with an ALWAYS_OFF sampler, so the SDK records
   nothing: spanmeter's own work (recognise, parse, attribute) without the SDK's span cost.
 
@@ -58,7 +61,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = HERE / ".venv-peers"
-SCENARIOS = ("none", "spanmeter", "openai-v2", "openllmetry", "bare-span", "spanmeter-unsampled")
+SCENARIOS = ("none", "spanmeter", "openai-v2", "openllmetry", "bare-span", "spanmeter-unsampled", "bare-span-direct")
 PEER_PACKAGES = (
     "openai==3.51.0",
     "httpx2==2.16.2",
@@ -299,7 +302,9 @@ def instructions(args: argparse.Namespace) -> None:
         f"- per chunk below both peers: spanmeter {ch:+,.0f} (openai-v2 {peers_chunk[0]:+,.0f}, openllmetry {peers_chunk[1]:+,.0f}): "
         + ("MET" if all(ch < p for p in peers_chunk) else "NOT MET"),
         f"- per call, the floor: bare-span {over_none('bare-span', 'call'):+,.0f}; spanmeter minus bare-span "
-        f"{call - over_none('bare-span', 'call'):+,.0f}; spanmeter-unsampled minus none {over_none('spanmeter-unsampled', 'call'):+,.0f}",
+        f"{call - over_none('bare-span', 'call'):+,.0f}; bare-span-direct {over_none('bare-span-direct', 'call'):+,.0f}, spanmeter minus "
+        f"bare-span-direct {call - over_none('bare-span-direct', 'call'):+,.0f}; spanmeter-unsampled minus none "
+        f"{over_none('spanmeter-unsampled', 'call'):+,.0f}",
     ]
     path = args.json.with_name("instrumentation_instructions.json")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,9 +371,11 @@ def verdicts(meta: dict, table: dict, per_chunk: dict) -> list[str]:
     # The floor: what any one-span-per-call instrumentation pays the OpenTelemetry SDK.
     for key, label in (("added_median_us", "median wall"), ("added_cpu_us", "CPU")):
         sm, bare = table[("spanmeter", "call")][key], table[("bare-span", "call")][key]
+        direct = table[("bare-span-direct", "call")][key]
         own = table[("spanmeter-unsampled", "call")][key]
         lines.append(
-            f"- per call, {label}: the SDK's span alone (bare-span) {bare:+.1f} µs; spanmeter minus bare-span "
+            f"- per call, {label}: the SDK's span alone (bare-span) {bare:+.1f} µs, started directly (bare-span-direct) "
+            f"{direct:+.1f} µs; spanmeter minus bare-span-direct {sm - direct:+.1f} µs; spanmeter minus bare-span "
             f"{sm - bare:+.1f} µs; spanmeter-unsampled minus none (spanmeter's own work, no span recorded) {own:+.1f} µs"
         )
     return lines
@@ -421,9 +428,12 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
         client = openai.OpenAI(base_url="http://fake.invalid/v1", api_key="k", max_retries=0, http_client=httpx2.Client(transport=fake.transport(httpx2, cache=True)))
 
     create = client.chat.completions.create
-    if scenario == "bare-span":
+    if scenario in ("bare-span", "bare-span-direct"):
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace as otel_trace
         from opentelemetry.trace import SpanKind
 
+        direct = scenario == "bare-span-direct"  # (streams: bare-span starts the span directly already)
         tracer = provider.get_tracer("bench")
         plain_create = create
         start = {
@@ -458,6 +468,22 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
             finally:
                 context.detach(token)
             return _spanned_stream(result, span, end)
+
+        if direct:
+            spanned_create = create
+
+            def create(**kwargs):  # type: ignore[no-untyped-def]
+                if kwargs.get("stream"):
+                    return spanned_create(**kwargs)
+                span = tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=start)
+                token = otel_context.attach(otel_trace.set_span_in_context(span))
+                try:
+                    result = plain_create(**kwargs)
+                finally:
+                    otel_context.detach(token)
+                span.set_attributes(end)
+                span.end()
+                return result
 
     if workload in ("call", "call-socket"):
 
