@@ -338,6 +338,43 @@ def test_large_request_body_top_level_model_and_user(fake, exporter, client) -> 
     }
 
 
+def test_unsampled_call_is_left_alone(fake) -> None:
+    # A span the sampler drops keeps nothing: its request goes out as the app wrote it (no
+    # include_usage added) and its stream is not wrapped; the span is still current during the
+    # request, so what runs below it (here the transport) sees the unsampled trace context.
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    seen = []
+
+    class Transport(httpx2.HTTPTransport):
+        def handle_request(self, request):
+            seen.append(trace.get_current_span().get_span_context())
+            return super().handle_request(request)
+
+    fake.reset()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = spanmeter.SpanmeterInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with openai.OpenAI(base_url=fake.openai_base_url, api_key="k", max_retries=0, http_client=httpx2.Client(transport=Transport())) as c:
+            chunks = list(c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+            result = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    assert "stream_options" not in fake.requests[0].body
+    assert len(chunks) == 7 and all(chunk.choices and chunk.usage is None for chunk in chunks)  # role, 5 words, finish
+    assert result.usage.completion_tokens == 5
+    assert exporter.get_finished_spans() == ()
+    assert len(seen) == 2 and all(ctx.is_valid and not ctx.trace_flags.sampled for ctx in seen)
+
+
 def test_legacy_completions(fake, exporter, client) -> None:
     result = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="one two")
     a = attrs(only_span(exporter))
