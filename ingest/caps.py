@@ -763,11 +763,11 @@ class _WatchedStore:
         self._caps = caps
         self._uncertain_tokens: OrderedDict[str, None] = OrderedDict()
 
-    def insert_usage_arrow(self, table: Any, token: str | None = None) -> None:
+    def insert_usage_arrow(self, table: Any, token: str | None = None, *, rollups: bool = True) -> None:
         caps = self._caps
         with caps.commit_lock:
             try:
-                self._store.insert_usage_arrow(table, token)
+                self._store.insert_usage_arrow(table, token, rollups=rollups)
             except BaseException:
                 if token:
                     self._uncertain_tokens[token] = None

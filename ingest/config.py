@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     # (their fixed cost dominates small batches), fewer and larger ones. 0: never.
     batch_hold_ms: int = Field(default=200, ge=0)
     queue_max_rows: int = Field(default=500_000, gt=0)
+    # The rollups (0021) are fed committed batches at most this long after their insert into
+    # usage_events (after 0.1 s without exports, sooner), several batches at once: a feed write
+    # costs the rollups' views a fixed ~40 ms however many rows it carries. Dashboards and rollup
+    # reads trail usage_events by up to this; 0: every batch is fed as soon as it is committed,
+    # before its requests are answered.
+    rollup_delay_ms: int = Field(default=1000, ge=0)
     # Past this wait of the oldest queued rows the writer is behind: exports get 429 (before
     # being read) until it catches up, which bounds every acknowledgement's latency.
     queue_max_delay_ms: int = Field(default=1000, gt=0)

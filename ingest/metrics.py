@@ -20,4 +20,10 @@ class Metrics:
             "spanmeter_insert_seconds", "Latency of one batch insert", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.rollup_seconds = Histogram(
+            "spanmeter_rollup_feed_seconds", "Latency of one write of committed batches to the rollups", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.rollup_owed_rows = Gauge(
+            "spanmeter_rollup_owed_rows", "Usage rows committed to usage_events, not yet in the rollups", registry=r)
         self.queue_rows = Gauge("spanmeter_queue_rows", "Usage rows waiting for the next batch insert", registry=r)

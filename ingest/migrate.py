@@ -11,7 +11,8 @@ Two variants of the same frozen files, chosen by the environment at call time:
   statement is rewritten for a ClickHouse cluster by `cluster_statements`: `ON CLUSTER` on every
   DDL; each `*MergeTree` table becomes `<name>_local` with the `Replicated*MergeTree` engine
   (`/clickhouse/tables/{shard}/{database}/{table}`, `{replica}`: the servers' macros) plus a
-  `Distributed` table under the original name, sharded by user where the table has `user_id`;
+  `Distributed` table under the original name, sharded by user where the table has `user_id`
+  (a `Null` table, the rollups' feed, gets a `_local` twin and a `Distributed` table too);
   materialized views read and write the `_local` tables (each shard aggregates its own rows),
   plain views and every query keep the original names. A statement the rewrite does not know is
   refused rather than applied to one node only.
@@ -272,17 +273,22 @@ _CREATE_ROLE = re.compile(r"^CREATE\s+ROLE\s+(IF\s+NOT\s+EXISTS\s+)?(\w+)(.*)$",
 _USER = re.compile(r"^(CREATE\s+USER\s+(?:IF\s+NOT\s+EXISTS\s+)?|ALTER\s+USER\s+(?:IF\s+EXISTS\s+)?)(\w+)(.*)$", re.I | re.S)
 _GRANT = re.compile(r"^(GRANT|REVOKE)\s+(.*)$", re.I | re.S)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*)MergeTree\b", re.I)
+_NULL_ENGINE = re.compile(r"\bENGINE\s*=\s*Null\b", re.I)
 _COLUMN_ACTION = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME|COMMENT)\s+COLUMN\b", re.I)
 
 
 def merge_tree_tables(migrations: Iterable[Migration], database: str) -> set[str]:
-    """Names of every `*MergeTree` table the migrations create: they get a `_local` twin."""
+    """Names of every table the migrations create that gets a `_local` twin: each `*MergeTree`
+    table, and each `Null` one (the rollups' feed: its rows reach the views of the shard they are
+    sent to, as usage_events' rows do)."""
     names = set()
     for migration in migrations:
         for statement in migration.statements(database):
             m = _CREATE_TABLE.match(statement)
-            if m and _ENGINE.search(statement[_matching_paren(statement, m.end()) + 1:]):
-                names.add(m.group(3))
+            if m:
+                rest = statement[_matching_paren(statement, m.end()) + 1:]
+                if _ENGINE.search(rest) or _NULL_ENGINE.search(rest):
+                    names.add(m.group(3))
     return names
 
 
@@ -347,6 +353,8 @@ def _cluster_statement(s: str, on: str, cluster: str, database: str, local_table
 
 
 def _replicated_engine(rest: str, statement: str) -> str:
+    if _NULL_ENGINE.search(rest):
+        return rest  # stores nothing: nothing to replicate
     m = _ENGINE.search(rest)
     if m is None:
         raise MigrationError(f"no MergeTree engine in: {statement[:80]}")

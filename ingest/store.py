@@ -11,6 +11,7 @@ error code, never by message text.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -175,6 +176,7 @@ class Store:
         self.database = check_identifier(database)
         self.embedded = embedded
         self.usage_table = f"{self.database}.usage_events"
+        self.rollup_feed = f"{self.database}.usage_rollup_feed"
         # chDB runs queries in-process; one at a time keeps it predictable under threads.
         self._lock = threading.Lock() if embedded else None
 
@@ -198,7 +200,8 @@ class Store:
     # --- writes -----------------------------------------------------------------------------
 
     def insert_usage(self, records: Sequence[UsageRecord], token: str | None = None) -> None:
-        """Insert one batch in one statement; raise StoreUnavailable if it was not committed.
+        """Insert one batch, into usage_events and then the rollups' feed; raise StoreUnavailable
+        if it was not committed.
 
         With a `token`, re-sending the same batch with the same token after a failure writes only
         what is missing, in the table and in every rollup (see 0010_alter_usage_deduplication_window).
@@ -206,20 +209,37 @@ class Store:
         if records:
             self.insert_usage_arrow(usage_arrow(records), token)
 
-    def insert_usage_arrow(self, table: Any, token: str | None = None) -> None:
+    def insert_usage_arrow(self, table: Any, token: str | None = None, *, rollups: bool = True) -> None:
+        """`insert_usage` of an Arrow batch. With `rollups=False`, usage_events only: the caller
+        owes the batch to `insert_rollups` (the writer, which feeds several batches at once)."""
+        if token is None and rollups:
+            # Both inserts need one token: ClickHouse would drop an identical block re-inserted
+            # into usage_events by its content (0010's window), and the feed must drop it too.
+            token = "content:" + content_token(table)
+        self._insert(self.usage_table, table, token)
+        if rollups:
+            self.insert_rollups(table, rollup_token(token))
+
+    def insert_rollups(self, table: Any, token: str) -> None:
+        """Feed committed usage rows to the rollups' views (0021); re-sent with the same token,
+        only what is missing is written."""
+        self._insert(self.rollup_feed, table, token)
+
+    def _insert(self, target: str, table: Any, token: str | None) -> None:
         settings = _INSERT_SETTINGS
         if token:
             settings = {**_INSERT_SETTINGS, "insert_deduplication_token": token,
                         "deduplicate_blocks_in_dependent_materialized_views": 1}
         try:
-            self._call(self.client.insert_arrow, self.usage_table, table, settings=settings)
+            self._call(self.client.insert_arrow, target, table, settings=settings)
         except pa.ArrowException as exc:
             raise QueryError(f"usage rows could not be encoded: {exc}") from exc
         except (ClickHouseError, OSError) as exc:
             error = _classify(exc)
             if isinstance(error, QueryError):
-                raise QueryError(f"insert of {table.num_rows} usage rows refused: {error}", error.code) from exc
-            raise StoreUnavailable(f"insert of {table.num_rows} usage rows failed: {exc}") from exc
+                raise QueryError(f"insert of {table.num_rows} usage rows into {target} refused: {error}",
+                                 error.code) from exc
+            raise StoreUnavailable(f"insert of {table.num_rows} usage rows into {target} failed: {exc}") from exc
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         try:
@@ -312,6 +332,19 @@ def _key_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("latin-1")
     return bytes(value)
+
+
+def rollup_token(token: str) -> str:
+    """The deduplication token of a batch's feed insert, from the token of its events insert."""
+    return token + ":rollups"
+
+
+def content_token(table: pa.Table) -> str:
+    """A token naming an Arrow batch by its content."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as out:
+        out.write_table(table.replace_schema_metadata(None))
+    return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 def usage_arrow(records: Sequence[UsageRecord]) -> pa.Table:

@@ -23,6 +23,14 @@ it lands): ClickHouse writes only the parts that are missing, in the table and i
 and the batch's bookkeeping (keys, leaf rule, attribution) is completed only then. A pending
 file found at start (the process was killed mid-insert) is re-sent the same way.
 
+The rollups' views read a feed (0021), not usage_events: each batch is inserted into usage_events
+without them (requests are answered then), and the batches committed since the last feed write are
+fed together at most `rollup_delay_ms` later, so the views' fixed cost is paid once for many
+batches. Until then a committed batch waits on disk, renamed from the pending file into the
+pending-rollups directory; a feed of several batches is first written there as one file with its
+token, and re-sent as it is until it lands. Files found at start are fed then. With
+`rollup_delay_ms=0` each batch is fed before its requests are answered.
+
 Work that writes rows of its own over stored rows (repricing) runs on this same thread with
 `writer.call(fn)`, between two batches: nothing else inserts meanwhile, and `recount` tells the
 writer which figure a row now stands at, so a later leaf-rule cancel takes out the corrected row.
@@ -31,6 +39,7 @@ writer which figure a row now stands at, so a later leaf-rule cancel takes out t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -50,7 +59,7 @@ from .errors import Overloaded, StoreUnavailable
 from .lineage import Lineage, SiblingCalls
 from .metrics import Metrics
 from .records import UsageRecord
-from .store import QueryError, Store, normalize_dsn, usage_arrow
+from .store import QueryError, Store, normalize_dsn, rollup_token, usage_arrow
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,26 @@ class _Held:
     cancelled: list[bytes]
     table: Any  # the Arrow table, byte for byte what was sent
     token: str
+
+
+@dataclass(slots=True)
+class _Owed:
+    """Batches committed to usage_events, not yet fed to the rollups (each in its own file)."""
+
+    tables: list[Any] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0  # when the oldest was committed (monotonic)
+
+
+@dataclass(slots=True)
+class _Feed:
+    """One feed write, on disk as `file` until it lands (a lone batch's own file, or a merged one)."""
+
+    table: Any
+    token: str
+    file: Path
 
 
 class _Bounded(OrderedDict):
@@ -170,10 +199,19 @@ class Writer:
         self._calls: deque[tuple[Callable[[Writer], Any], Future]] = deque()
         self._held: _Held | None = None
         self._pending_file = pending_file(settings)
+        self.rollup_delay = settings.rollup_delay_ms / 1000
+        # Fed sooner when no export has come for this long: the delay only pays under load.
+        self.rollup_idle = min(_FEED_WHEN_IDLE_S, self.rollup_delay)
+        self._last_submit = self._last_commit = 0.0
+        self._rollup_dir = rollup_dir(settings)
+        self._owed = _Owed()
+        self._unsent: deque[_Feed] = deque()  # feed writes not stored yet: re-sent as they are, first
+        self._feed_retry_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._replay_rollups()
         self._replay_pending_file()
         self._load_recent()
         self._running = True
@@ -206,29 +244,20 @@ class Writer:
             log.warning("ignoring unreadable pending batch %s: %s", path, exc)
             path.unlink(missing_ok=True)
             return
-        token = (table.schema.metadata or {}).get(b"token", b"").decode()
+        token = (table.schema.metadata or {}).get(b"token", b"").decode() or uuid.uuid4().hex
         try:
-            self.store.insert_usage_arrow(table, token or None)
+            self.store.insert_usage_arrow(table, token, rollups=False)
         except StoreUnavailable as exc:
             # ClickHouse is down (disk full ...) as the service starts: serve anyway, holding the
             # batch as a failed insert is held (new exports get 503 until it lands).
             log.warning("pending batch of %d rows not re-sent yet, held: %s", table.num_rows, exc)
-            self._held = _Held([], [], table, token or None)
+            self._held = _Held([], [], table, token)
             return
         log.warning("re-sent a pending batch of %d rows left by an interrupted insert", table.num_rows)
-        path.unlink(missing_ok=True)
+        self._owe(table, token)
 
     def _write_pending_file(self, table: Any, token: str) -> None:
-        path = self._pending_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        schema = table.schema.with_metadata({**(table.schema.metadata or {}), b"token": token.encode()})
-        with pa.OSFile(str(tmp), "wb") as sink:
-            with pa.ipc.new_file(sink, schema) as out:
-                out.write_table(table.replace_schema_metadata(schema.metadata))
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, path)
+        _write_arrow(self._pending_file, table, {b"token": token.encode()})
 
     def _load_recent(self) -> None:
         since = time.time_ns() - _RECENT_HOURS * 3600 * 10**9
@@ -270,6 +299,7 @@ class Writer:
                 raise StoreUnavailable("the writer is not running")
             self.check_admission(len(records))
             self._pending.append(submission)
+            self._last_submit = submission.queued_at
             self._queued_rows += len(records)
             self.metrics.queue_rows.set(self._queued_rows)
             self._cond.notify_all()
@@ -302,19 +332,133 @@ class Writer:
         while True:
             batch = self._take_batch()
             if batch is None:
+                self._feed()  # what is owed, before stopping (else fed at the next start)
                 return
             if self._held is not None and not self._repair():
                 self._fail(batch, StoreUnavailable("ClickHouse unavailable: an earlier batch is still being stored"))
                 continue
+            if self._calls:
+                self._feed()  # work run between batches sees complete rollups
             self._run_calls()
             if batch:
                 self._commit(batch)
+                self._last_commit = time.monotonic()
+            if self._feed_due():
+                self._feed()
+
+    # --- the rollups' feed --------------------------------------------------------------------
+
+    def _feed_deadline(self) -> float | None:
+        """When what is owed must be fed (monotonic), or None when nothing is."""
+        owed = self._owed
+        if not owed.tables:
+            return self._feed_retry_at if self._unsent else None
+        # Idle: no export arrived, and none was being written, for rollup_idle.
+        due = min(owed.since + self.rollup_delay, max(self._last_submit, self._last_commit) + self.rollup_idle)
+        if owed.rows >= _FEED_MAX_ROWS:  # what it holds in memory, meanwhile
+            due = 0.0
+        return max(due, self._feed_retry_at)
+
+    def _feed_due(self) -> bool:
+        deadline = self._feed_deadline()
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _owe(self, table: Any, token: str) -> None:
+        """A batch is in usage_events: move its pending file among those owed to the rollups."""
+        table = table.replace_schema_metadata(None)
+        target = self._rollup_dir / f"{token}.arrow"
+        self._rollup_dir.mkdir(parents=True, exist_ok=True)
+        if self._pending_file.exists():
+            os.replace(self._pending_file, target)
+        else:  # (written before every insert; should it be missing, the batch is written now)
+            _write_arrow(target, table, {b"token": token.encode()})
+        owed = self._owed
+        if not owed.tables:
+            owed.since = time.monotonic()
+        owed.tables.append(table)
+        owed.tokens.append(token)
+        owed.files.append(target)
+        owed.rows += table.num_rows
+        self._show_owed()
+        if self.rollup_delay <= 0:
+            self._feed()
+
+    def _feed(self) -> bool:
+        """Feed the unsent feed writes, then everything owed, in one insert; False if not stored."""
+        while self._unsent:
+            if not self._send(self._unsent[0]):
+                return False
+            self._unsent.popleft()
+        owed = self._owed
+        if not owed.tables:
+            self._show_owed()
+            return True
+        self._owed = _Owed()
+        if len(owed.tables) == 1:
+            feed = _Feed(owed.tables[0], rollup_token(owed.tokens[0]), owed.files[0])
+        else:
+            # One file for the merged write, named by its token, before the batches' own files go:
+            # a crash in between leaves both, and the start drops the members it lists.
+            token = "rollups:" + hashlib.sha256(",".join(owed.tokens).encode()).hexdigest()
+            table = pa.concat_tables(owed.tables).unify_dictionaries()  # one dictionary per column in a file
+            path = self._rollup_dir / _FEED_FILE
+            _write_arrow(path, table, {b"token": token.encode(), b"members": ",".join(owed.tokens).encode()})
+            for member in owed.files:
+                member.unlink(missing_ok=True)
+            feed = _Feed(table, token, path)
+        if not self._send(feed):
+            self._unsent.append(feed)
+            self._show_owed()
+            return False
+        self._show_owed()
+        return True
+
+    def _show_owed(self) -> None:
+        self.metrics.rollup_owed_rows.set(self._owed.rows + sum(feed.table.num_rows for feed in self._unsent))
+
+    def _send(self, feed: _Feed) -> bool:
+        try:
+            started = time.perf_counter()
+            self.store.insert_rollups(feed.table, feed.token)
+            self.metrics.rollup_seconds.observe(time.perf_counter() - started)
+        except (StoreUnavailable, QueryError) as exc:
+            # The rows are committed: they are fed later, never dropped (re-sent as they are).
+            log.warning("rollup feed of %d rows not stored yet, retried in 1 s: %s", feed.table.num_rows, exc)
+            self._feed_retry_at = time.monotonic() + 1.0
+            return False
+        self._feed_retry_at = 0.0
+        feed.file.unlink(missing_ok=True)
+        return True
+
+    def _replay_rollups(self) -> None:
+        """Feed what a stopped or killed process owed the rollups, each write as it was (or would
+        have been) sent: a batch's file alone with its own token, a merged file with its token. A
+        write that landed before the process died is then dropped by ClickHouse, not counted again."""
+        folder = self._rollup_dir
+        if not folder.is_dir():
+            return
+        merged = folder / _FEED_FILE
+        table = _read_arrow(merged)
+        if table is not None:
+            meta = table.schema.metadata or {}
+            for member in meta.get(b"members", b"").decode().split(","):
+                if member:
+                    (folder / f"{member}.arrow").unlink(missing_ok=True)
+            self._unsent.append(_Feed(table.replace_schema_metadata(None), meta[b"token"].decode(), merged))
+        for path in sorted(folder.glob("*.arrow"), key=lambda p: p.stat().st_mtime_ns):
+            if path.name == _FEED_FILE or (table := _read_arrow(path)) is None:
+                continue
+            self._unsent.append(_Feed(table.replace_schema_metadata(None), rollup_token(path.stem), path))
+        if self._unsent:
+            rows = sum(feed.table.num_rows for feed in self._unsent)
+            if self._feed():
+                log.warning("fed the rollups %d rows a stopped process owed them", rows)
 
     def _repair(self) -> bool:
         """Re-send the held batch; complete its bookkeeping once it lands."""
         held = self._held
         try:
-            self.store.insert_usage_arrow(held.table, held.token)
+            self.store.insert_usage_arrow(held.table, held.token, rollups=False)
         except StoreUnavailable as exc:
             log.info("held batch of %d rows still not stored: %s", len(held.rows), exc)
             return False
@@ -324,7 +468,7 @@ class Writer:
             self._forget_batch(held.rows)
             return True
         self._held = None
-        self._pending_file.unlink(missing_ok=True)
+        self._owe(held.table, held.token)
         if not held.rows:  # a batch found at start: its keys were not loaded with the stored ones
             self._remember_table(held.table)
         self._remember(held.rows, held.cancelled)
@@ -364,6 +508,13 @@ class Writer:
                     # Retry the held batch about once a second, traffic or not.
                     self._cond.wait(1.0)
                     return []
+                feed_at = self._feed_deadline()
+                if feed_at is not None:
+                    remaining = feed_at - time.monotonic()
+                    if remaining <= 0:
+                        return []  # the loop feeds the rollups
+                    self._cond.wait(remaining)
+                    continue
                 self._cond.wait()
             # While one insert's fixed cost dominates (small batches, a slow engine), wait as long
             # as the last insert took, up to batch_hold_ms: the batch gathers what arrives
@@ -397,7 +548,7 @@ class Writer:
             try:
                 self._write_pending_file(table, token)
                 started = time.perf_counter()
-                self.store.insert_usage_arrow(table, token)
+                self.store.insert_usage_arrow(table, token, rollups=False)
                 self._last_insert_s = time.perf_counter() - started
                 self.metrics.insert_seconds.observe(self._last_insert_s)
             except StoreUnavailable as exc:
@@ -414,7 +565,7 @@ class Writer:
                 log.error("usage batch of %d requests refused: %s", len(batch), exc)
                 self._fail(batch, error)
                 return
-            self._pending_file.unlink(missing_ok=True)
+            self._owe(table, token)  # with rollup_delay_ms=0, fed here, before the answers
         self._remember(rows, cancelled)
         self._siblings.committed()
         for submission, outcome in zip(batch, outcomes):
@@ -525,6 +676,44 @@ class Writer:
         self._covered.update(list(self._covered_now))
         for key in cancelled:
             counted.pop(key, None)
+
+
+_FEED_FILE = "feed.arrow"
+_FEED_WHEN_IDLE_S = 0.1
+_FEED_MAX_ROWS = 200_000
+
+
+def _write_arrow(path: Path, table: Any, metadata: dict[bytes, bytes]) -> None:
+    """Write an Arrow file durably: to a temporary name, synced, then renamed (never torn)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    schema = table.schema.with_metadata({**(table.schema.metadata or {}), **metadata})
+    with pa.OSFile(str(tmp), "wb") as sink:
+        with pa.ipc.new_file(sink, schema) as out:
+            out.write_table(table.replace_schema_metadata(schema.metadata))
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(tmp, path)
+
+
+def _read_arrow(path: Path) -> Any:
+    """An Arrow file written by `_write_arrow`, or None if there is none."""
+    try:
+        with pa.OSFile(str(path), "rb") as source:
+            return pa.ipc.open_file(source).read_all()
+    except FileNotFoundError:
+        return None
+    except (OSError, pa.ArrowException) as exc:
+        # Written under a temporary name and renamed: an unreadable file is not ours.
+        log.error("unreadable rollup feed file %s left in place: %s", path, exc)
+        return None
+
+
+def rollup_dir(settings: Settings) -> Path:
+    """Where committed batches wait for the rollups' feed: beside the pending file, one folder per
+    database (a file found there at start is fed to that database's rollups)."""
+    pending = pending_file(settings)
+    return pending.with_name(pending.name.replace("pending-batch.arrow", f"pending-rollups.{settings.database}"))
 
 
 def pending_file(settings: Settings) -> Path:

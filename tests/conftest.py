@@ -16,6 +16,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path, monkeypatch):
+    """Each test's writer keeps its pending batch and owed rollups in its own folder, never in
+    the working directory (Settings built without a state_dir read SPANMETER_STATE_DIR)."""
+    monkeypatch.setenv("SPANMETER_STATE_DIR", str(tmp_path / "spanmeter-state"))
+
+
 @pytest.fixture(scope="session")
 def chdb_path(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("chdb")
@@ -41,7 +48,10 @@ def store(chdb_path, database):
 def settings(chdb_path, database):
     from spanmeter.ingest.config import Settings
 
-    return Settings(clickhouse_dsn=f"chdb://{chdb_path}", database=database, batch_max_wait_ms=5)
+    # Rollups fed with each batch, before it is answered: tests read them right after an export
+    # (the default delayed feed has its own tests, test_rollup_feed.py and the service's).
+    return Settings(clickhouse_dsn=f"chdb://{chdb_path}", database=database, batch_max_wait_ms=5,
+                    rollup_delay_ms=0)
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_clickhouse_out_of_disk_gives_503_then_recovers_without_loss(small_disk)
 def test_store_failing_gives_503_with_retry_after_and_the_retry_lands_once(client, store, settings, monkeypatch):
     original = store.insert_usage_arrow
 
-    def down(table, token=None):
+    def down(table, token=None, **kw):
         raise StoreUnavailable("ClickHouse is down")
 
     monkeypatch.setattr(store, "insert_usage_arrow", down)
@@ -134,10 +134,10 @@ def test_full_queue_gives_429_with_retry_after_and_stays_bounded(small_queue_cli
     original = store.insert_usage_arrow
     peak = [0]
 
-    def held(table, token=None):
+    def held(table, token=None, **kw):
         inserting.set()
         release.wait(30)
-        return original(table, token)
+        return original(table, token, **kw)
 
     monkeypatch.setattr(store, "insert_usage_arrow", held)
     bodies = [export(100 + i, 3) for i in range(12)]

@@ -591,8 +591,8 @@ def test_a_failed_insert_and_its_resend_never_count_twice(store):
         def __init__(self, store):
             self.store, self.fail = store, True
 
-        def insert_usage_arrow(self, table, token=None):
-            self.store.insert_usage_arrow(table, token)
+        def insert_usage_arrow(self, table, token=None, **kw):
+            self.store.insert_usage_arrow(table, token, **kw)
             if self.fail:
                 self.fail = False
                 raise StoreUnavailable("connection reset after the insert")

@@ -23,6 +23,7 @@ def test_readme_example_then_report_shows_costs_and_unpriced_usage(tmp_path):
     with running_service(tmp_path) as svc:
         assert svc.post_traces(example, "application/json").status_code == 200
         assert svc.post_traces(unknown).status_code == 200
+        svc.wait_for_rollups()  # the report reads the daily rollup, which trails by up to 1 s
         out = cli("report", "--url", svc.url).stdout
         sql = cli("sql", "--url", svc.url, "--format", "json",
                   "SELECT user_id, cost_usd, pricing_status FROM spanmeter.usage_events ORDER BY user_id").stdout

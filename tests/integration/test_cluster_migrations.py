@@ -32,7 +32,7 @@ def cluster_variant(store) -> list[tuple[str, list[str]]]:
 def test_every_migrations_cluster_variant_parses(store):
     db = store.database
     local = m.merge_tree_tables(m.load_migrations(), db)
-    assert {"usage_events", "usage_hourly", "usage_daily", "user_tiers"} <= local
+    assert {"usage_events", "usage_rollup_feed", "usage_hourly", "usage_daily", "user_tiers"} <= local
     seen_distributed = set()
     for name, statements in cluster_variant(store):
         assert statements, name
@@ -52,7 +52,7 @@ def test_every_migrations_cluster_variant_parses(store):
                 table = d.group(3).removesuffix("_local")
                 assert re.match(rf"CREATE TABLE IF NOT EXISTS {db}\.{table} ON CLUSTER {CLUSTER} AS {db}\.{table}_local", text)
                 expected_key = "cityHash64(user_id)" if table in (
-                    "usage_events", "usage_hourly", "usage_daily", "user_tiers", "cap_status", "usage_user_daily",
+                    "usage_events", "usage_rollup_feed", "usage_hourly", "usage_daily", "user_tiers", "cap_status", "usage_user_daily",
                     "usage_user_hourly", "usage_users_hourly") else "rand()"
                 assert d.group(4) == expected_key, text
                 seen_distributed.add(table)
@@ -61,7 +61,9 @@ def test_every_migrations_cluster_variant_parses(store):
                 assert re.search(rf"TO {db}\.\w+_local\b", head), text
                 # (usage_totals_daily's, usage_users_hourly's and usage_series_hourly's views read what
                 # another view writes, on the same shard)
-                assert re.search(rf"FROM {db}\.(usage_events|usage_totals_hourly|usage_hourly)_local\b", text), text
+                # (since 0021 the others read the rollups' feed, which the writer fills after usage_events)
+                assert re.search(rf"FROM {db}\.(usage_rollup_feed|usage_totals_hourly|usage_hourly|usage_events)_local\b",
+                                 text), text
             elif text.startswith("CREATE VIEW"):
                 assert "_local" not in text, text  # plain views read the Distributed tables
     assert seen_distributed == local
@@ -100,13 +102,15 @@ def test_cluster_wiring_runs_on_one_node(store, database):
                 statement = re.sub(rf"^INSERT INTO {db}\.(\w+)", lambda i: f"INSERT INTO {db}.{i.group(1)}_local"
                                    if i.group(1) in local else i.group(0), statement)
                 store.command(single_node(statement))
-        store.command(
-            f"INSERT INTO {db}.usage_events_local (event_time, trace_id, span_id, user_id, provider, request_model, "
-            "input_tokens, output_tokens, cost_usd, pricing_status) VALUES "
-            "('2026-03-01 01:00:00', 't1', 's1', 'alice', 'openai', 'gpt-4o-mini', 100, 1, 0.5, 'priced'), "
-            "('2026-03-01 02:00:00', 't2', 's2', 'alice', 'openai', 'gpt-4o-mini', 200, 2, 0.25, 'priced'), "
-            "('2026-03-01 03:00:00', 't3', 's3', 'bob', 'openai', 'gpt-5-preview', 300, 3, NULL, 'unknown_model')"
-        )
+        # As the writer does: the rows into usage_events, then the same rows into the rollups' feed.
+        for table in ("usage_events_local", "usage_rollup_feed_local"):
+            store.command(
+                f"INSERT INTO {db}.{table} (event_time, trace_id, span_id, user_id, provider, request_model, "
+                "input_tokens, output_tokens, cost_usd, pricing_status) VALUES "
+                "('2026-03-01 01:00:00', 't1', 's1', 'alice', 'openai', 'gpt-4o-mini', 100, 1, 0.5, 'priced'), "
+                "('2026-03-01 02:00:00', 't2', 's2', 'alice', 'openai', 'gpt-4o-mini', 200, 2, 0.25, 'priced'), "
+                "('2026-03-01 03:00:00', 't3', 's3', 'bob', 'openai', 'gpt-5-preview', 300, 3, NULL, 'unknown_model')"
+            )
         q = lambda sql: store.query(sql).rows  # noqa: E731
         assert q(f"SELECT sum(requests), sum(cost_usd), sum(unpriced_requests) FROM {db}.usage_hourly") == [
             (3, Decimal("0.75"), 1)]

@@ -84,7 +84,7 @@ def test_a_failed_commit_of_the_ancestor_is_corrected_on_its_retry(writer, store
     root = export([span("root", 4, 1, attrs={"user.id": "erin"})])
     original = store.insert_usage_arrow
 
-    def broken(table, token=None):
+    def broken(table, token=None, **kw):
         raise StoreUnavailable("ClickHouse is down")
 
     monkeypatch.setattr(store, "insert_usage_arrow", broken)

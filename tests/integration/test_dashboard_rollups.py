@@ -193,7 +193,7 @@ def test_a_batch_re_sent_after_failing_between_views_is_counted_once(store):
 
 
 def test_the_migration_backfills_events_stored_before_it(store, chdb_path, monkeypatch):
-    from spanmeter.ingest.store import Store
+    from spanmeter.ingest.store import Store, usage_arrow
 
     db = store.database + "_b"
     old = Store.connect(f"chdb://{chdb_path}", db)
@@ -206,7 +206,8 @@ def test_the_migration_backfills_events_stored_before_it(store, chdb_path, monke
         # Stored before the rollups exist: facts, corrections, unpriced calls.
         first = [c for c in SEED if c.time < datetime(2026, 3, 10, tzinfo=UTC)]
         later = [c for c in SEED if c not in first]
-        old.insert_usage([to_record(c) for c in first])
+        # (as the ingest of that schema inserted: into usage_events, whose own views fed the rollups)
+        old.insert_usage_arrow(usage_arrow([to_record(c) for c in first]), "before-0013", rollups=False)
         monkeypatch.undo()
         applied = migrate(old)
         # the dashboards' rollups (later migrations may follow them)

@@ -89,10 +89,10 @@ def test_queue_depth_shows_rows_waiting_behind_a_slow_insert(client, store, monk
     release, inserting = threading.Event(), threading.Event()
     original = store.insert_usage_arrow
 
-    def slow_insert(table, token=None):
+    def slow_insert(table, token=None, **kw):
         inserting.set()
         release.wait(30)
-        return original(table, token)
+        return original(table, token, **kw)
 
     monkeypatch.setattr(store, "insert_usage_arrow", slow_insert)
     bodies = [

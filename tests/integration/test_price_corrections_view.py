@@ -19,7 +19,7 @@ def row(n: int, sign: int, user: str, status: str, version: str, cost: str | Non
 
 
 def test_a_correction_in_the_same_second_as_its_row_and_one_later_are_both_listed(store):
-    store.insert_rows("usage_events", COLUMNS, [
+    rows = [
         # 1: stored at a typo price and repriced within the same second.
         row(1, 1, "ann", "priced", "v1", "0.0105", SAME_SECOND),
         row(1, -1, "ann", "priced", "v1", "0.0105", SAME_SECOND),
@@ -32,7 +32,10 @@ def test_a_correction_in_the_same_second_as_its_row_and_one_later_are_both_liste
         row(3, 1, "", "priced", "v2", "0.0016", SAME_SECOND),
         row(3, -1, "", "priced", "v2", "0.0016", SAME_SECOND),
         row(3, 1, "cat", "priced", "v2", "0.0016", SAME_SECOND),
-    ])
+    ]
+    # As the writer stores rows: into usage_events, and the same rows into the rollups' feed (0021).
+    store.insert_rows("usage_events", COLUMNS, rows)
+    store.insert_rows("usage_rollup_feed", COLUMNS, rows)
     rows = store.query(
         f"SELECT corrected_at, user_id, old_pricing_status, old_price_version, old_cost_usd, new_pricing_status, "
         f"new_price_version, new_cost_usd FROM {store.database}.price_corrections ORDER BY user_id").rows

@@ -92,7 +92,7 @@ def test_a_failed_insert_fails_every_waiter_then_lands_once(store, monkeypatch):
     result = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
     original = store.insert_usage_arrow
 
-    def broken(table, token=None):
+    def broken(table, token=None, **kw):
         raise StoreUnavailable("ClickHouse is down")
 
     monkeypatch.setattr(store, "insert_usage_arrow", broken)
@@ -169,7 +169,7 @@ def test_a_pending_batch_found_while_clickhouse_is_down_is_held_not_fatal(store,
     Writer(store, settings, Metrics())._write_pending_file(usage_arrow(left.records), "token-2")
     original = store.insert_usage_arrow
 
-    def down(table, token=None):
+    def down(table, token=None, **kw):
         raise StoreUnavailable("ClickHouse is down")
 
     monkeypatch.setattr(store, "insert_usage_arrow", down)
@@ -197,10 +197,10 @@ def test_rows_queued_past_the_delay_budget_refuse_new_work_until_the_writer_catc
     release, inserting = threading.Event(), threading.Event()
     original = store.insert_usage_arrow
 
-    def slow(table, token=None):
+    def slow(table, token=None, **kw):
         inserting.set()
         release.wait(30)
-        return original(table, token)
+        return original(table, token, **kw)
 
     monkeypatch.setattr(store, "insert_usage_arrow", slow)
     first = export([chat(1, 1, model="gpt-4o", input=100, output=1)])
@@ -227,10 +227,10 @@ def test_after_a_slow_insert_the_next_batch_waits_as_long_to_gather_more_rows(st
     original = store.insert_usage_arrow
     inserts = []
 
-    def slow(table, token=None):
+    def slow(table, token=None, **kw):
         inserts.append(table.num_rows)
         time.sleep(0.4)
-        return original(table, token)
+        return original(table, token, **kw)
 
     monkeypatch.setattr(store, "insert_usage_arrow", slow)
     assert submit(writer, export([chat(1, 1, model="gpt-4o", input=100, output=1)])).stored == 1

@@ -86,7 +86,23 @@ class Service:
         h = {"Content-Type": content_type, **self.headers("SPANMETER_INGEST_TOKEN"), **headers}
         return httpx.post(self.url + "/v1/traces", content=body, headers=h, timeout=60)
 
+    def wait_for_rollups(self, timeout: float = 15.0) -> None:
+        """Until every committed row is in the rollups too (they trail by up to
+        SPANMETER_ROLLUP_DELAY_MS): then tests read them as a dashboard would a moment later. On
+        timeout, carry on: the test's own assertions say what is missing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                metrics = httpx.get(self.url + "/metrics", timeout=5).text
+            except httpx.HTTPError:
+                return
+            if "\nspanmeter_rollup_owed_rows 0.0" in metrics:
+                return
+            time.sleep(0.05)
+
     def sql(self, query: str) -> list[list[Any]]:
+        """Read-your-writes: answered once the rollups hold every row committed so far."""
+        self.wait_for_rollups()
         r = httpx.post(self.url + "/v1/sql", json={"query": query}, headers=self.headers("SPANMETER_ADMIN_TOKEN"), timeout=60)
         r.raise_for_status()
         return r.json()["rows"]
