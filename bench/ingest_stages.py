@@ -41,7 +41,10 @@ class _NoStore:
     def insert_usage(self, rows, token=None):
         pass
 
-    def insert_usage_arrow(self, table, token=None):
+    def insert_usage_arrow(self, table, token=None, *, rollups=True):
+        pass
+
+    def insert_rollups(self, table, token):
         pass
 
 

@@ -5,8 +5,9 @@
 
 Three phases, one run, each on a store of its own (chDB: one process per path):
 1. ceiling: the same usage rows the ingest produces from the same exports (decoded, normalized and
-   priced beforehand, untimed) inserted straight into a fresh store with the migrations applied
-   (materialized views included), in batches of `batch_max_rows`, by a process of its own. Two
+   priced beforehand, untimed) inserted straight into a fresh store with the migrations applied,
+   each batch into usage_events and into the rollups' feed (whose materialized views fill the
+   rollups), in batches of `batch_max_rows`, by a process of its own. Two
    figures: the engine alone (pre-built Arrow IPC through clickhouse-connect's raw insert) and the
    store's `insert_usage` (building the Arrow columns from records, then the same insert).
 2. throughput: a real `spanmeter serve` subprocess; `--connections` keep-alive connections post
@@ -258,11 +259,15 @@ def ceiling_worker(args: argparse.Namespace) -> None:
             writer.write_table(table)
         ipc.append((table.column_names, sink.getvalue().to_pybytes()))
     # Warm the engine (first insert creates parts' directories, loads code paths).
-    store.client.raw_insert(store.usage_table, ipc[0][0], ipc[0][1], fmt="Arrow", settings={"async_insert": 0})
+    def raw(k):
+        # usage_events, then the same rows into the rollups' feed (0021), whose views fill the rollups
+        for target in (store.usage_table, store.rollup_feed):
+            store.client.raw_insert(target, ipc[k][0], ipc[k][1], fmt="Arrow", settings={"async_insert": 0})
+
+    raw(0)
     out = {"rows_per_batch": args.batch_rows, "batches": args.batches}
     for label, run in (
-        ("engine", lambda b, k: store.client.raw_insert(store.usage_table, ipc[k][0], ipc[k][1], fmt="Arrow",
-                                                         settings={"async_insert": 0})),
+        ("engine", lambda b, k: raw(k)),
         ("insert_usage", lambda b, k: store.insert_usage(b)),
     ):
         busy0, cpu0, t0 = machine_busy_seconds(), self_cpu_seconds(), time.perf_counter()

@@ -37,8 +37,10 @@ def fill(store, rows: int, seed: int, single_call_traces: bool = False) -> float
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        store.client.raw_insert(store.usage_table, table.column_names, sink.getvalue().to_pybytes(), fmt="Arrow",
-                                settings={"async_insert": 0})
+        # usage_events, then the same rows into the rollups' feed (0021), as the writer stores them
+        for target in (store.usage_table, store.rollup_feed):
+            store.client.raw_insert(target, table.column_names, sink.getvalue().to_pybytes(), fmt="Arrow",
+                                    settings={"async_insert": 0})
     return time.perf_counter() - started
 
 
