@@ -88,6 +88,10 @@ def main() -> None:
           f"({args.connections} connections x {args.spans} spans)")
     if inserts:
         print(f"batches: {rows / inserts:,.0f} rows on average ({inserts:.0f} inserts), one insert {insert_s / inserts * 1000:.0f} ms")
+    feeds = _metric(m1, "spanmeter_rollup_feed_seconds_count") - _metric(m0, "spanmeter_rollup_feed_seconds_count")
+    feed_s = _metric(m1, "spanmeter_rollup_feed_seconds_sum") - _metric(m0, "spanmeter_rollup_feed_seconds_sum")
+    if feeds:
+        print(f"rollup feeds: {feeds:.0f} ({rows / feeds:,.0f} rows each on average), one feed {feed_s / feeds * 1000:.0f} ms")
     groups: dict[str, float] = {}
     for key, cpu in after.items():
         proc, tid, name = key

@@ -400,7 +400,8 @@ class Writer:
             # One file for the merged write, named by its token, before the batches' own files go:
             # a crash in between leaves both, and the start drops the members it lists.
             token = "rollups:" + hashlib.sha256(",".join(owed.tokens).encode()).hexdigest()
-            table = pa.concat_tables(owed.tables).unify_dictionaries()  # one dictionary per column in a file
+            # One record batch: the engine runs every view once per block it reads.
+            table = pa.concat_tables(owed.tables).unify_dictionaries().combine_chunks()
             path = self._rollup_dir / _FEED_FILE
             _write_arrow(path, table, {b"token": token.encode(), b"members": ",".join(owed.tokens).encode()})
             for member in owed.files:
