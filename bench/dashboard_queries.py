@@ -10,13 +10,15 @@ days on a ~700-point-wide panel), multi-value variables on All, the user-detail 
 first `user` option (the biggest spender: the heaviest per-user queries). Template-variable
 queries run too. Each query runs once to warm up, then `--runs` times, read-only, through
 clickhouse-connect on the embedded engine (Grafana reaches a ClickHouse server the same way over
-HTTP; that hop is not in these figures). Reported: p50, p95 and max per panel.
+HTTP; that hop is not in these figures). Reported: p50, p95 and max per panel, and the load average
+before and after (the figures move with it). `--panel TITLE` measures only the panels so titled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -70,8 +72,11 @@ def _context(client, dashboard: dict, now: datetime, timings: list) -> QueryCont
     return replace(base, variables=variables)
 
 
-def run(store_path: Path, runs: int, database: str = "spanmeter", only: list[str] | None = None) -> dict:
+def run(store_path: Path, runs: int, database: str = "spanmeter", only: list[str] | None = None,
+        panels_only: list[str] | None = None) -> dict:
     import clickhouse_connect
+
+    load_before = os.getloadavg()[0]
 
     client = clickhouse_connect.get_client(dsn=f"chdb://{store_path}", database=database)
     events = client.query("SELECT count() FROM usage_events").result_rows[0][0]
@@ -86,6 +91,8 @@ def run(store_path: Path, runs: int, database: str = "spanmeter", only: list[str
         dashboard = json.loads(path.read_text())
         ctx = _context(client, dashboard, now, variable_timings)
         for panel in dashboard.get("panels", []):
+            if panels_only and panel.get("title") not in panels_only:
+                continue
             for target in panel.get("targets", []):
                 raw = target.get("rawSql")
                 if not raw:
@@ -109,6 +116,7 @@ def run(store_path: Path, runs: int, database: str = "spanmeter", only: list[str
     ok = [p for p in panels if "error" not in p]
     return {
         "events": events, "runs": runs, "interval": str(INTERVAL), "panels": panels,
+        "loadavg_1m": [load_before, os.getloadavg()[0]],
         "variables": variable_timings,
         "worst_p95_ms": max((p["p95_ms"] for p in ok), default=None),
         "panels_over_50ms": [f"{p['dashboard']} / {p['panel']}" for p in ok if p["p95_ms"] > 50],
@@ -128,6 +136,7 @@ def report(r: dict) -> str:
         shown = f"ERROR {v['error'][:80]}" if "error" in v else f"{v['first_ms']:7.1f} (one run, cold)"
         lines.append(f"  {v['dashboard'][:18]:18s} {v['panel'][:42]:42s} {shown}")
     lines.append(f"worst p95: {r['worst_p95_ms']:.1f} ms; panels over 50 ms: {r['panels_over_50ms'] or 'none'}")
+    lines.append(f"load average {r['loadavg_1m'][0]:.1f} before, {r['loadavg_1m'][1]:.1f} after ({os.cpu_count()} cores)")
     return "\n".join(lines)
 
 
@@ -137,9 +146,11 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--dashboard", action="append", metavar="NAME",
                    help="only this dashboard (file name without .json, e.g. cost-overview); repeatable")
+    p.add_argument("--panel", action="append", metavar="TITLE",
+                   help='only the panels with this title (e.g. "Heavy users"); repeatable')
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    result = run(args.store, args.runs, only=args.dashboard)
+    result = run(args.store, args.runs, only=args.dashboard, panels_only=args.panel)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))

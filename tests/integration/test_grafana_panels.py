@@ -345,6 +345,24 @@ def overview_calls(filtered: bool, start: datetime = FROM, end: datetime = TO) -
     return calls
 
 
+# More selections, each variable on its own and all four at once (model: what the rollups group on).
+SELECTIONS: dict[str, dict[str, list[str]]] = {
+    "all": {},
+    "service+team": FILTERED,
+    "feature": {"feature": ["search"]},
+    "model": {"model": ["claude-sonnet-4-5", "mystery-1"]},
+    "every-filter": {"service": ["api"], "team": ["growth", "core"], "feature": ["chat"],
+                     "model": ["claude-sonnet-4-5", "gpt-4o-mini-2024-07-18"]},
+}
+FILTER_ATTRIBUTES = {"service": "service", "team": "team", "feature": "feature", "model": "model_name"}
+
+
+def selected_calls(selection: dict[str, list[str]], start: datetime = FROM, end: datetime = TO) -> list[Call]:
+    """Calls in the range whose every filtered attribute is one of the selected values."""
+    return [c for c in SEED if in_period(c, start, end)
+            and all(getattr(c, FILTER_ATTRIBUTES[name]) in values for name, values in selection.items())]
+
+
 # --- cost overview ---------------------------------------------------------------------------
 
 
@@ -422,19 +440,17 @@ def has_prices_table(store) -> bool:
 LOW_TIER = ("v-openai-1", "openai", "gpt-4o-mini", 1, 1500, "0.30", "0.05", None)
 
 
-@pytest.mark.parametrize("low_tier", [False, True], ids=["tiers-above-32000", "a-tier-at-1500"])
-def test_savings_from_cached_input(grafana, store, low_tier):
-    if low_tier:
-        seed_prices(store, [LOW_TIER])
-    ctx = grafana.context(OVERVIEW)
+def savings_from_cached_input(calls: Iterable[Call], low_tier: bool) -> dict[str, Any]:
+    """The savings stat the seed implies for `calls`: each priced call using the cache at the tier of
+    its price version it was billed at (the highest whose threshold its input exceeds)."""
     rates: dict[str, list[tuple[int, int, Decimal, Decimal]]] = defaultdict(list)
     for version, _, _, tier, above, inp, read, write in RATES + [LOW_TIER] * low_tier:
         i = Decimal(inp)
         rates[version].append((tier, above, i - Decimal(read or inp), Decimal(write or inp) - i))
     read_saving = write_premium = Decimal(0)
     without = 0
-    for c in SEED:
-        if not in_period(c) or c.cost is None or not (c.cached or c.cache_write):
+    for c in calls:
+        if c.cost is None or not (c.cached or c.cache_write):
             continue
         tiers = sorted(rates.get(c.price_version, []))
         if not tiers:
@@ -444,13 +460,20 @@ def test_savings_from_cached_input(grafana, store, low_tier):
         read_saving += saving * c.cached * c.sign
         write_premium += premium * c.cache_write * c.sign
     savings, premium = truncate12(read_saving / 1_000_000), truncate12(write_premium / 1_000_000)
-    assert one(grafana.panel(OVERVIEW, "Savings from cached input", ctx)) == {
-        "cache_read_savings": savings, "cache_write_premium": premium, "net_savings": savings - premium,
-        "calls_without_rates": without,
-    }
-    assert without == 1  # o'brien's first call; u07's repriced call was corrected to a version with rates
+    return {"cache_read_savings": savings, "cache_write_premium": premium, "net_savings": savings - premium,
+            "calls_without_rates": without}
+
+
+@pytest.mark.parametrize("low_tier", [False, True], ids=["tiers-above-32000", "a-tier-at-1500"])
+def test_savings_from_cached_input(grafana, store, low_tier):
+    if low_tier:
+        seed_prices(store, [LOW_TIER])
+    ctx = grafana.context(OVERVIEW)
+    expected = savings_from_cached_input([c for c in SEED if in_period(c)], low_tier)
+    assert one(grafana.panel(OVERVIEW, "Savings from cached input", ctx)) == expected
+    assert expected["calls_without_rates"] == 1  # o'brien's first call; u07's repriced call was corrected
     # The long prompt saved at its tier's rate: 180k cache reads x (6 - 0.6) USD per million.
-    assert read_saving >= Decimal("0.972")
+    assert expected["cache_read_savings"] >= Decimal("0.972")
     # The low tier changes what gpt-4o-mini's cached calls above 1500 input tokens saved.
     tiered = [c for c in SEED if in_period(c) and c.price_version == "v-openai-1" and c.cached and c.input > 1500]
     assert tiered and all(c.input <= 32000 for c in tiered)
@@ -532,10 +555,14 @@ def test_cost_distribution_across_users(grafana):
     assert counts[">= 100"] == 3  # u18, u19, u20: i**3 * i / 1000 dollars
 
 
-def heavy_users(start: datetime = FROM, end: datetime = TO, filtered: bool = False) -> list[dict[str, Any]]:
-    """The heavy users table the seed implies for the range [start, end]."""
-    current = overview_calls(filtered, start, end)
-    previous = [c for c in overview_calls(filtered, start - (end - start), end) if c.hour < start]
+def heavy_users(start: datetime = FROM, end: datetime = TO, filtered: bool = False,
+                selection: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """The heavy users table the seed implies for the range [start, end]: filtered on FILTERED, or
+    on `selection` when given."""
+    if selection is None:
+        selection = FILTERED if filtered else {}
+    current = selected_calls(selection, start, end)
+    previous = [c for c in selected_calls(selection, start - (end - start), end) if c.hour < start]
     total = priced(current)
     expected = []
     for user, cs in by((c for c in current if c.user), lambda c: c.user).items():
@@ -838,6 +865,53 @@ def test_overview_on_a_range_with_partial_days(grafana, filtered, span):
         assert any(e["previous_cost"] > 0 for e in expected)
         if not filtered:  # u01's only call is before the range; u-unpriced is active but has no priced call
             assert "u01" not in active and (len(active), len(users)) == (21, 20)
+
+
+@pytest.mark.parametrize("low_tier", [False, True], ids=["tiers-above-32000", "a-tier-at-1500"])
+@pytest.mark.parametrize("span", ["weeks", "overnight"])
+@pytest.mark.parametrize("selection", sorted(SELECTIONS))
+def test_savings_from_cached_input_filtered_on_partial_days(grafana, store, selection, span, low_tier):
+    """Rollup rows of whole and partial days and, with a tier below 32000 input tokens, the events,
+    under every filter."""
+    if low_tier:
+        seed_prices(store, [LOW_TIER])
+    start, end = SHORT_RANGES[span]
+    ctx = grafana.context(OVERVIEW, start=start, end=end, **SELECTIONS[selection])
+    calls = selected_calls(SELECTIONS[selection], start, end)
+    expected = savings_from_cached_input(calls, low_tier)
+    assert one(grafana.panel(OVERVIEW, "Savings from cached input", ctx)) == expected
+    assert expected["cache_read_savings"] > 0  # every case has priced calls reading the cache
+    # gpt-4o-mini's calls above 1500 input tokens (billed at the low tier, so counted from their
+    # events) are in the weeks, where "model" leaves them out
+    low = [c for c in calls if c.price_version == "v-openai-1" and c.cached and c.input > 1500]
+    assert bool(low) == (span == "weeks" and selection != "model")
+
+
+@pytest.mark.parametrize("span", ["full", "weeks"])
+@pytest.mark.parametrize("selection", ["feature", "model", "every-filter"])
+def test_heavy_users_filtered(grafana, selection, span):
+    start, end = (FROM, TO) if span == "full" else SHORT_RANGES[span]
+    ctx = grafana.context(OVERVIEW, start=start, end=end, **SELECTIONS[selection])
+    expected = heavy_users(start, end, selection=SELECTIONS[selection])
+    assert grafana.panel(OVERVIEW, "Heavy users", ctx) == expected
+    assert len(expected) >= 7 and all(e["share"] is not None for e in expected if e["cost"] is not None)
+
+
+# A period whose previous one holds no call (it starts at the oldest call): every trend empty.
+NO_PREVIOUS = (datetime(2026, 1, 15, 12, tzinfo=UTC), FROM + timedelta(days=3, hours=12, minutes=30))
+
+
+@pytest.mark.parametrize("selection", ["all", "every-filter"])
+def test_heavy_users_without_a_previous_period(grafana, selection):
+    start, end = NO_PREVIOUS
+    assert min(c.time for c in SEED) == start
+    ctx = grafana.context(OVERVIEW, start=start, end=end, **SELECTIONS[selection])
+    expected = heavy_users(start, end, selection=SELECTIONS[selection])
+    rows = grafana.panel(OVERVIEW, "Heavy users", ctx)
+    assert rows == expected
+    assert rows and all(r["previous_cost"] == 0 and r["trend"] is None for r in rows)
+    if selection == "all":
+        assert next(r for r in rows if r["user"] == "u03")["cost"] >= Decimal(99)  # the oldest call
 
 
 @pytest.mark.parametrize("user", [OB, "u20", "u05"])
