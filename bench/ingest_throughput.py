@@ -155,6 +155,17 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
+    def wait_for_rollups(self, timeout: float = 60.0) -> float:
+        """Seconds until every committed row is in the rollups too (they trail usage_events by up to
+        SPANMETER_ROLLUP_DELAY_MS); `timeout` if they never are."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            status, body = asyncio.run(_get(self.port, "/metrics"))
+            if status == 200 and b"\nspanmeter_rollup_owed_rows 0.0" in body:
+                break
+            time.sleep(0.02)
+        return time.monotonic() - started
+
     def sql(self, query: str) -> list:
         status, body = asyncio.run(_request(self.port, "/v1/sql", json.dumps({"query": query}).encode(), "application/json"))
         if status != 200:
@@ -366,6 +377,7 @@ def run_throughput(args: argparse.Namespace, workdir: Path, templates: ExportTem
         out = asyncio.run(_closed_loop(server.port, templates, args.connections, args.warmup, args.seconds, server.pid))
         out["server_memory"] = proc_memory(server.pid)
         committed = server.sql("SELECT count() FROM spanmeter.usage_events")[0][0]
+        out["rollups_caught_up_seconds"] = server.wait_for_rollups()
         rollup = server.sql("SELECT sum(requests) FROM spanmeter.usage_hourly")[0][0]
         out["committed_rows"] = committed
         out["rollup_requests"] = int(rollup)
@@ -481,7 +493,8 @@ def report(r: dict) -> str:
         f"  request latency under saturation: p50 {t['request_latency_p50_ms']:.0f} ms, p99 {t['request_latency_p99_ms']:.0f} ms",
         f"  client CPU {t['client_cpu_seconds']:.1f} s, other processes {t['others_cpu_seconds']:.1f} CPU-s in the window",
         f"  committed rows {t['committed_rows']:,} = acknowledged {t['acked_rows_total']:,} = rollup requests "
-        f"{t['rollup_requests']:,}: {t['committed_equals_acked']}; errors {t['errors'] or 'none'}",
+        f"{t['rollup_requests']:,} (rollups caught up {t['rollups_caught_up_seconds']:.2f} s after the window): "
+        f"{t['committed_equals_acked']}; errors {t['errors'] or 'none'}",
         f"  server RSS MiB at 25/50/75/100% of the run: {quarters}; peak (VmHWM) {t['server_memory']['VmHWM'] // mib} MiB",
         "",
         f"ack latency at {lt['offered_spans_per_s']:,.0f} spans/s offered (open loop, {lt['spans_per_request']} spans "
