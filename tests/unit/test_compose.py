@@ -266,3 +266,13 @@ def test_health_checks_and_start_order():
     for name in ("ingest", "collector", "grafana"):
         assert SERVICES[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}, name
     assert SERVICES["migrate"]["command"] == ["spanmeter", "migrate"]
+
+
+def test_the_ingests_state_is_on_a_volume_it_can_write():
+    """The pending batch and the batches owed to the rollups survive a recreated container."""
+    state = env("ingest")["SPANMETER_STATE_DIR"]
+    named = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["ingest"]["volumes"] if not v.startswith((".", "/"))}
+    assert named.get(state) in COMPOSE["volumes"]
+    # A new named volume takes the image folder's owner: the folder exists, owned by the service's user.
+    dockerfile = (REPO / "ingest" / "Dockerfile").read_text()
+    assert f"install -d -o 10001 -g 10001 {state}" in dockerfile and "USER 10001:10001" in dockerfile
