@@ -59,7 +59,7 @@ from .errors import Overloaded, StoreUnavailable
 from .lineage import Lineage, SiblingCalls
 from .metrics import Metrics
 from .records import UsageRecord
-from .store import QueryError, Store, normalize_dsn, rollup_token, usage_arrow
+from .store import QueryError, Store, content_token, normalize_dsn, rollup_token, usage_arrow
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class _Held:
     rows: list[UsageRecord]
     cancelled: list[bytes]
     table: Any  # the Arrow table, byte for byte what was sent
-    token: str
+    token: str | None
 
 
 @dataclass(slots=True)
@@ -244,7 +244,8 @@ class Writer:
             log.warning("ignoring unreadable pending batch %s: %s", path, exc)
             path.unlink(missing_ok=True)
             return
-        token = (table.schema.metadata or {}).get(b"token", b"").decode() or uuid.uuid4().hex
+        # (no token: written without one, and re-sent so, for ClickHouse to drop it by its content)
+        token = (table.schema.metadata or {}).get(b"token", b"").decode() or None
         try:
             self.store.insert_usage_arrow(table, token, rollups=False)
         except StoreUnavailable as exc:
@@ -363,9 +364,10 @@ class Writer:
         deadline = self._feed_deadline()
         return deadline is not None and time.monotonic() >= deadline
 
-    def _owe(self, table: Any, token: str) -> None:
+    def _owe(self, table: Any, token: str | None) -> None:
         """A batch is in usage_events: move its pending file among those owed to the rollups."""
         table = table.replace_schema_metadata(None)
+        token = token or "content-" + content_token(table)
         target = self._rollup_dir / f"{token}.arrow"
         self._rollup_dir.mkdir(parents=True, exist_ok=True)
         if self._pending_file.exists():

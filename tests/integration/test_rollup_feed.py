@@ -220,3 +220,19 @@ def test_a_feed_that_landed_but_whose_answer_was_lost_is_not_counted_twice(store
     assert owed_files(tmp_path, store) == []
     assert rollups(store) == everywhere((4, 40))
     assert len(lost) == 1
+
+
+def test_a_pending_batch_without_a_token_is_re_sent_without_one_and_fed_once(store, tmp_path):
+    """A pending file written without a token (an older version) whose insert had landed: the
+    re-send without a token is dropped by ClickHouse by its content, and the rollups get it once."""
+    from spanmeter.ingest.store import usage_arrow
+    from spanmeter.ingest.writer import _write_arrow
+
+    table = usage_arrow(export(1, 3).records)
+    _write_arrow(tmp_path / "pending-batch.arrow", table, {})
+    store._insert(store.usage_table, table, None)  # it landed; the process died before its feed
+    writer = make_writer(store, tmp_path, rollup_delay_ms=0)
+    writer.stop()
+    assert events(store) == (3, 30)
+    assert rollups(store) == everywhere((3, 30))
+    assert owed_files(tmp_path, store) == []
