@@ -215,7 +215,7 @@ class Store:
         if token is None and rollups:
             # Both inserts need one token: ClickHouse would drop an identical block re-inserted
             # into usage_events by its content (0010's window), and the feed must drop it too.
-            token = "content:" + content_token(table)
+            token = content_token(table)
         self._insert(self.usage_table, table, token)
         if rollups:
             self.insert_rollups(table, rollup_token(token))
@@ -340,11 +340,11 @@ def rollup_token(token: str) -> str:
 
 
 def content_token(table: pa.Table) -> str:
-    """A token naming an Arrow batch by its content."""
+    """A token naming an Arrow batch by its content (`content-<sha256>`, also a file name)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as out:
         out.write_table(table.replace_schema_metadata(None))
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    return "content-" + hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 def usage_arrow(records: Sequence[UsageRecord]) -> pa.Table:

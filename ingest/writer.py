@@ -367,7 +367,7 @@ class Writer:
     def _owe(self, table: Any, token: str | None) -> None:
         """A batch is in usage_events: move its pending file among those owed to the rollups."""
         table = table.replace_schema_metadata(None)
-        token = token or "content-" + content_token(table)
+        token = token or content_token(table)
         target = self._rollup_dir / f"{token}.arrow"
         self._rollup_dir.mkdir(parents=True, exist_ok=True)
         if self._pending_file.exists():
