@@ -39,17 +39,20 @@ def events(store):
     return store.query(f"SELECT sum(sign), sum(input_tokens * sign) FROM {store.database}.usage_events").rows[0]
 
 
+# The rollups the feed's views fill, and those they feed in turn.
+ROLLUPS = ("usage_hourly", "usage_daily", "usage_totals_hourly", "usage_user_daily", "usage_user_hourly",
+           "usage_totals_daily", "usage_users_hourly")
+
+
 def rollups(store):
-    """(requests, input tokens) in each rollup the feed's views fill, and in those they feed."""
+    """(requests, input tokens) in each rollup."""
     db = store.database
     return {table: store.query(f"SELECT sum(requests), sum(input_tokens) FROM {db}.{table}").rows[0]
-            for table in ("usage_hourly", "usage_daily", "usage_totals_hourly", "usage_user_daily",
-                          "usage_user_hourly", "usage_totals_daily", "usage_users_hourly")}
+            for table in ROLLUPS}
 
 
 def everywhere(value):
-    return dict.fromkeys(("usage_hourly", "usage_daily", "usage_totals_hourly", "usage_user_daily",
-                          "usage_user_hourly", "usage_totals_daily", "usage_users_hourly"), value)
+    return dict.fromkeys(ROLLUPS, value)
 
 
 def owed_files(tmp_path, store):
