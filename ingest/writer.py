@@ -237,8 +237,7 @@ class Writer:
         if not path.exists():
             return
         try:
-            with pa.OSFile(str(path), "rb") as source:
-                table = pa.ipc.open_file(source).read_all()
+            table = _load_arrow(path)
         except (OSError, pa.ArrowException) as exc:
             # Written to a temporary name and renamed: a torn file was never sent at all.
             log.warning("ignoring unreadable pending batch %s: %s", path, exc)
@@ -699,11 +698,15 @@ def _write_arrow(path: Path, table: Any, metadata: dict[bytes, bytes]) -> None:
     os.replace(tmp, path)
 
 
+def _load_arrow(path: Path) -> Any:
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
 def _read_arrow(path: Path) -> Any:
-    """An Arrow file written by `_write_arrow`, or None if there is none."""
+    """A rollup feed file written by `_write_arrow`, or None if there is none."""
     try:
-        with pa.OSFile(str(path), "rb") as source:
-            return pa.ipc.open_file(source).read_all()
+        return _load_arrow(path)
     except FileNotFoundError:
         return None
     except (OSError, pa.ArrowException) as exc:
