@@ -5,9 +5,23 @@ import zlib
 
 import pytest
 
+from spanmeter.ingest import decode as decode_module
 from spanmeter.ingest.decode import decode, decompress, encode_response, media_type
 from spanmeter.ingest.errors import DecodeError, PayloadTooLarge, UnsupportedMediaType
 from tests.support.otlp import BASE_TIME_NS, chat, span, span_id, to_json, to_protobuf, trace_id
+
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def protobuf_decoder(request, monkeypatch):
+    """Every test with each protobuf decoder: the compiled one (ingest/_otlp.c) and the Python one
+    it falls back to (when it is not built, and for every body it is not sure of)."""
+    if request.param == "python":
+        monkeypatch.setattr(decode_module, "_native", None)
+    elif decode_module._native is None:
+        pytest.skip("the compiled decoder is not built")
+    return request.param
+
 
 SPANS = [
     chat(1, 2, model="gpt-4o-mini", input=1200, output=300, cache_read=200, user="alice", parent=1),
