@@ -28,12 +28,14 @@ __all__ = [
     "attributes",
     "current_attributes",
     "enforce_caps",
+    "flush",
     "instrument",
 ]
 
 if TYPE_CHECKING:
     from ._caps import CapExceeded, enforce_caps
     from ._instrumentor import SpanmeterInstrumentor
+    from ._recorder import flush
     from ._setup import instrument
 
 
@@ -47,6 +49,10 @@ def __getattr__(name: str) -> Any:
         from ._setup import instrument
 
         return instrument
+    if name == "flush":
+        from ._recorder import flush
+
+        return flush
     if name in ("CapExceeded", "enforce_caps"):  # opt-in per-user caps (see _caps)
         from . import _caps
 

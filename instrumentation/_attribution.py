@@ -126,10 +126,22 @@ def current_attributes() -> dict[str, str]:
     return dict(_CURRENT.get() or {})
 
 
+def current_scope() -> Mapping[str, str] | None:
+    """What the `attributes()` scopes say right now (never changed in place: safe to keep and
+    resolve later, on another thread, with `resolve_scope`)."""
+    return _CURRENT.get()
+
+
 def resolve(user: str | None, conversation: str | None, context: Context | None = None) -> dict[str, str]:
     """Span attributes for a call: scopes, then baggage (of `context`, else the current one),
     then the request's own fields."""
-    scoped = _CURRENT.get()
+    return resolve_scope(_CURRENT.get(), user, conversation, context)
+
+
+def resolve_scope(
+    scoped: Mapping[str, str] | None, user: str | None, conversation: str | None, context: Context | None
+) -> dict[str, str]:
+    """`resolve` with the scopes' attributes as they were when the call was made."""
     result = dict(scoped) if scoped else {}
     if len(result) < len(ATTRIBUTE_KEYS):
         bag = baggage.get_all(context)

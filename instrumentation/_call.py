@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import zlib
 from typing import Any
 
@@ -75,12 +76,29 @@ class Call:
         "context",
         "quick",
         "chat",
+        "hooks",
+        "lazy",
+        "start_time",
+        "end_time",
+        "usage_status",
+        "error",
+        "body",
+        "body_decoded",
     )
 
     def __init__(
-        self, span: Span, shape: str, request: Any, strip: bool, response_hook: Any = None, choices: int = 1, recording: bool = True
+        self,
+        span: Span | None,
+        shape: str,
+        request: Any,
+        strip: bool,
+        response_hook: Any = None,
+        choices: int = 1,
+        recording: bool = True,
+        hooks: Any = None,
+        lazy: Any = None,
     ) -> None:
-        self.span = span
+        self.span = span  # None until the recorder starts it, for a lazy call
         self.shape = shape
         self.request = request
         self.attrs: dict[str, Any] = {}
@@ -92,6 +110,13 @@ class Call:
         self.choices = choices
         self.recording = recording  # False: the sampler dropped the span, nothing read is kept
         self.context: Any = None  # the context to make current during the request (the span in it)
+        # Who records the span (`hooks.record`: the recorder thread, or at once) and, for a lazy
+        # call (no span during the request), what `hooks.start_lazy` needs to start it.
+        self.hooks = hooks
+        self.lazy = lazy
+        self.start_time = time.time_ns() if lazy is not None else 0
+        self.body: bytes | None = None  # a whole response body, parsed when recorded
+        self.body_decoded = True
         # The rest is set by `on_response`: `sse` always, the stream's fields when it wraps one.
         self.parser: SSEParser | None
         self.pending: bytes
@@ -107,6 +132,8 @@ class Call:
     # --- request phase ------------------------------------------------------------------------
 
     def attach(self) -> object | None:
+        if self.span is None:
+            return None  # a lazy call: the app's context stays current during the request
         try:
             ctx = self.context
             self.context = None
@@ -157,7 +184,8 @@ class Call:
                 # A JSON body starts with `{` or `[`: only another start needs the content type
                 # (an SSE answer to a request that did not ask to stream); headers.get is slow.
                 self.sse = not body.startswith((b"{", b"[")) and "text/event-stream" in headers.get("content-type", "")
-                self._parse_whole(body, decoded=True)
+                self.body = body  # parsed when the span is recorded, off the call path
+                self._end(None)
                 return False
             self.sse = "text/event-stream" in headers.get("content-type", "")
             self.encoding = headers.get("content-encoding", "").strip().lower()
@@ -190,7 +218,10 @@ class Call:
         except Exception:
             _log.debug("spanmeter: response_hook failed", exc_info=True)
 
-    def _parse_whole(self, body: bytes, decoded: bool) -> None:
+    def _parse_body(self) -> str:
+        """usage_status of the whole body kept by `on_response` or `finalize`, its usage in attrs."""
+        body, decoded = self.body, self.body_decoded
+        self.body = None
         status = sc.USAGE_MISSING
         try:
             if not decoded and self.encoding:
@@ -208,7 +239,7 @@ class Call:
                     status = _status(P.extract_body(self.shape, P.loads(body), self.attrs), True, True)
         except Exception:
             _log.debug("spanmeter: could not parse a response body", exc_info=True)
-        self._end(status)
+        return status
 
     # Per-chunk work, called by the stream proxies as the application reads. Returns the bytes
     # to hand to the application (the chunk itself, except when stripping the usage chunk).
@@ -350,7 +381,9 @@ class Call:
                 complete = complete or state.terminal
             elif self.mode == 3:
                 if how == "eof":
-                    self._parse_whole(b"".join(self.collected), decoded=False)
+                    self.body = b"".join(self.collected)
+                    self.body_decoded = False
+                    self._end(None)
                     return
             if how == "error" and exc is not None:
                 self.attrs[sc.ERROR_TYPE] = type(exc).__qualname__
@@ -362,13 +395,15 @@ class Call:
 
     # --- ending -------------------------------------------------------------------------------
 
-    def _end(self, usage_status: str, error: bool = False, end_time: int | None = None) -> None:
+    def _end(self, usage_status: str | None, error: bool = False, end_time: int | None = None) -> None:
+        """The call is over: note when and how, and have the span recorded (see `_recorder`).
+        `usage_status` None: the kept body decides it when parsed."""
         if self.done:
             return
         self.done = True
-        attrs = self.attrs
-        attrs[sc.SPANMETER_USAGE_STATUS] = usage_status
-        span = self.span
+        self.end_time = time.time_ns() if end_time is None else end_time
+        self.usage_status = usage_status
+        self.error = error
         # Drop what the span no longer needs: a streamed response often hangs off a reference
         # cycle (the SDK's stream and its generator) that only the cyclic GC frees.
         self.request = None
@@ -377,10 +412,30 @@ class Call:
             self.state = self.parser = self.chat = None
             self.mode = 0  # any later chunk passes through untouched
             self.quick = False
+        if self.hooks is not None:
+            self.hooks.record(self)
+        else:
+            self._record()
+
+    def _record(self) -> None:
+        """Start (a lazy call), parse what was kept, set the attributes, end the span."""
+        span = self.span
+        if span is None:
+            span = self.span = self.hooks.start_lazy(self)
+            self.lazy = None
+            if not span.is_recording():  # unsampled: nothing read is kept
+                self.body = None
+                span.end(end_time=self.end_time)
+                return
+        status = self.usage_status
+        if status is None:
+            status = self._parse_body()
+        attrs = self.attrs
+        attrs[sc.SPANMETER_USAGE_STATUS] = status
         span.set_attributes(attrs)
-        if error or sc.ERROR_TYPE in attrs:
+        if self.error or sc.ERROR_TYPE in attrs:
             span.set_status(Status(StatusCode.ERROR))
-        span.end(end_time=end_time)
+        span.end(end_time=self.end_time)
 
     def _end_quietly(self, usage_status: str) -> None:
         try:

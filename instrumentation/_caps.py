@@ -272,7 +272,7 @@ def warn(call: Any, warning: str | None) -> None:
     """Put a soft-cap warning on the call's span."""
     if warning and call is not None:
         try:
-            call.span.set_attribute(sc.SPANMETER_CAP_WARNING, warning)
+            call.attrs[sc.SPANMETER_CAP_WARNING] = warning  # set on the span when it is recorded
         except Exception:
             _log.debug("spanmeter: could not record a cap warning", exc_info=True)
 

@@ -9,6 +9,9 @@ explicit `SpanmeterInstrumentor().instrument(...)` argument > environment > defa
   chat streams that did not ask for it, and hide the extra usage chunk from the application.
 - `SPANMETER_MAX_PARSE_BYTES` (default 1 MiB): request bodies up to this size are parsed whole for
   the model and user fields; larger ones (uploads) are only scanned near their ends.
+- `SPANMETER_DEFER_SPANS` (default `true`): parse a call's bodies and record its span while the
+  next LLM call waits for its provider (see `_recorder`); `false` records each span before the
+  call returns.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ _FALSE = {"0", "false", "no", "off"}
 class Settings:
     inject_stream_usage: bool = True
     max_parse_bytes: int = 1 << 20
+    defer_spans: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -31,7 +35,9 @@ class Settings:
         default = cls()
         inject = env.get("SPANMETER_INJECT_STREAM_USAGE")
         max_parse = env.get("SPANMETER_MAX_PARSE_BYTES", "").strip()
+        defer = env.get("SPANMETER_DEFER_SPANS")
         return cls(
+            defer_spans=default.defer_spans if defer is None else defer.strip().lower() not in _FALSE,
             inject_stream_usage=default.inject_stream_usage if inject is None else inject.strip().lower() not in _FALSE,
             max_parse_bytes=int(max_parse) if max_parse.isdigit() else default.max_parse_bytes,
         )

@@ -24,10 +24,10 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Tracer
 
-from . import _caps
+from . import _caps, _recorder
 from . import _providers as P
 from . import semconv as sc
-from ._attribution import resolve
+from ._attribution import current_scope, resolve, resolve_scope
 from ._call import Call
 from ._stream import stream_classes
 
@@ -46,15 +46,42 @@ class Hooks:
         max_parse_bytes: int,
         request_hook: Any = None,
         response_hook: Any = None,
+        defer: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
         self.tracer = tracer
         self.inject_stream_usage = inject_stream_usage
         self.max_parse_bytes = max_parse_bytes
         self.request_hook = request_hook
         self.response_hook = response_hook
+        self.defer = defer
+        # Lazy calls need no span during the request: no hook may be handed one.
+        self.lazy_ok = request_hook is None and response_hook is None
+        self.tracer_provider = tracer_provider  # None: the global one, watched once it is real
+        self.watching = False
+        if defer and tracer_provider is not None:
+            _recorder.watch(tracer_provider)
+            self.watching = True
 
-    def begin(self, request: Any) -> Call | None:
-        """A started `Call` when `request` is an LLM call, else None (and nothing else happens)."""
+    def record(self, call: Call) -> None:
+        """Record an ended call's span: at the next call's wait (see `_recorder`), or now."""
+        if not self.defer:
+            call._record()
+            return
+        if not self.watching:
+            provider = trace.get_tracer_provider()
+            if not isinstance(provider, trace.ProxyTracerProvider):
+                _recorder.watch(provider)
+                self.watching = True
+        _recorder.submit(call)
+
+    def begin(self, request: Any, reads_body: bool = False) -> Call | None:
+        """A started `Call` when `request` is an LLM call, else None (and nothing else happens).
+
+        `reads_body`: httpx reads the whole response inside `send` (the app did not ask to
+        stream it). Such a call with no hooks and no `"stream"` in its body is lazy: its span is
+        started by the recorder, after the call, from what is noted here (see `start_lazy`).
+        """
         if request.method != "POST":
             return None
         url = request.url
@@ -67,33 +94,26 @@ class Hooks:
             body = request.content
         except Exception:  # a streaming upload: never read it
             body = None
-        fields = P.parse_request(body, self.max_parse_bytes) if body else None
 
         host = url.host
-        operation, provider, path_model = _route(shape, host, path)
+        route = _route(shape, host, path)
+        if self.lazy_ok and reads_body and (body is None or b'"stream"' not in body) and not route[3]:
+            ctx = otel_context.get_current()
+            return Call(None, shape, request, False, None, 1, True, self, (ctx, current_scope(), body, host, url.port, route))
+
+        fields = P.parse_request(body, self.max_parse_bytes) if body else None
+        operation, provider, path_model, streaming_path = route
         if fields is not None:
             model = fields.model or path_model
-            streaming = fields.stream or shape == P.GEMINI_GENERATE and path.endswith(":streamGenerateContent")
+            streaming = fields.stream or streaming_path
             user, conversation = fields.user, fields.conversation
         else:
             model = path_model
-            streaming = shape == P.GEMINI_GENERATE and path.endswith(":streamGenerateContent")
+            streaming = streaming_path
             user = conversation = None
-        attrs: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: operation,
-            sc.GEN_AI_PROVIDER_NAME: provider,
-            sc.SERVER_ADDRESS: host,
-            sc.SPANMETER_STREAMING: streaming,
-        }
-        if model:
-            attrs[sc.GEN_AI_REQUEST_MODEL] = model
-        port = url.port
-        if port is not None:
-            attrs[sc.SERVER_PORT] = port
-        if fields is not None and fields.service_tier and shape != P.ANTHROPIC_MESSAGES:
-            attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
         # The context is read once here, for the baggage, the parent and the span's own context.
         ctx = otel_context.get_current()
+        attrs = _start_attributes(shape, operation, provider, host, url.port, model, streaming, fields)
         who = resolve(user, conversation, ctx)
         if who:
             attrs.update(who)
@@ -123,24 +143,71 @@ class Hooks:
                 self.request_hook(span, request)
             except Exception:
                 _log.debug("spanmeter: request_hook failed", exc_info=True)
-        call = Call(span, shape, request, strip, self.response_hook, fields.choices if fields is not None else 1, recording)
+        call = Call(
+            span, shape, request, strip, self.response_hook, fields.choices if fields is not None else 1, recording, self
+        )
         call.context = trace.set_span_in_context(span, ctx)
         return call
+
+    def start_lazy(self, call: Call) -> Any:
+        """The span of a lazy call, started at the call's start time with its request's
+        attributes (on the recorder thread; the request's body is parsed here)."""
+        ctx, scope, body, host, port, route = call.lazy
+        operation, provider, path_model, _ = route
+        fields = P.parse_request(body, self.max_parse_bytes) if body else None
+        if fields is not None:
+            model = fields.model or path_model
+            streaming = fields.stream
+            user, conversation = fields.user, fields.conversation
+        else:
+            model = path_model
+            streaming = False
+            user = conversation = None
+        attrs = _start_attributes(call.shape, operation, provider, host, port, model, streaming, fields)
+        who = resolve_scope(scope, user, conversation, ctx)
+        if who:
+            attrs.update(who)
+        name = f"{operation} {model}" if model else operation
+        return self.tracer.start_span(name, ctx, SpanKind.CLIENT, attrs, start_time=call.start_time)
+
+
+def _start_attributes(
+    shape: str, operation: str, provider: str, host: str, port: int | None, model: str | None, streaming: bool, fields: Any
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        sc.GEN_AI_OPERATION_NAME: operation,
+        sc.GEN_AI_PROVIDER_NAME: provider,
+        sc.SERVER_ADDRESS: host,
+        sc.SPANMETER_STREAMING: streaming,
+    }
+    if model:
+        attrs[sc.GEN_AI_REQUEST_MODEL] = model
+    if port is not None:
+        attrs[sc.SERVER_PORT] = port
+    if fields is not None and fields.service_tier and shape != P.ANTHROPIC_MESSAGES:
+        attrs[sc.OPENAI_REQUEST_SERVICE_TIER] = fields.service_tier
+    return attrs
 
 
 # (operation, provider, model named by the path) by (shape, host, path): an app calls the same few
 # URLs over and over. Bounded: cleared when full (a gateway with a path per deployment, say).
-_ROUTES: dict[tuple[str, str, str], tuple[str, str, str | None]] = {}
+_ROUTES: dict[tuple[str, str, str], tuple[str, str, str | None, bool]] = {}
 _MAX_ROUTES = 256
 
 
-def _route(shape: str, host: str, path: str) -> tuple[str, str, str | None]:
+def _route(shape: str, host: str, path: str) -> tuple[str, str, str | None, bool]:
+    """(operation, provider, model named by the path, the path itself asks for a stream)."""
     key = (shape, host, path)
     route = _ROUTES.get(key)
     if route is None:
         if len(_ROUTES) >= _MAX_ROUTES:
             _ROUTES.clear()
-        route = _ROUTES[key] = (P.OPERATION[shape], P.provider_for(shape, host, path), P.model_from_path(shape, path))
+        route = _ROUTES[key] = (
+            P.OPERATION[shape],
+            P.provider_for(shape, host, path),
+            P.model_from_path(shape, path),
+            shape == P.GEMINI_GENERATE and path.endswith(":streamGenerateContent"),
+        )
     return route
 
 
@@ -159,26 +226,63 @@ def _with_body(request: Any, body: bytes) -> Any:
     return type(request)(request.method, request.url, headers=headers, content=body, extensions=request.extensions)
 
 
+# Calls ended earlier are recorded while this one waits for its provider: httpcore calls the
+# request's `trace` extension at each step, and `receive_response_headers.started` comes once the
+# request is sent. The app's own trace callback, if any, is chained and put back afterwards.
+_NO_HOOK: Any = object()
+
+
+def _wait_hook(request: Any, is_async: bool) -> Any:
+    """Set our trace callback on `request`; returns the app's own (None if it had none)."""
+    try:
+        extensions = request.extensions
+        previous = extensions.get("trace")
+        if previous is None:
+            extensions["trace"] = _recorder.atrace if is_async else _recorder.trace
+        else:
+            extensions["trace"] = _recorder.chained(previous, is_async)
+        return previous
+    except Exception:
+        _log.debug("spanmeter: could not set a trace extension", exc_info=True)
+        return _NO_HOOK
+
+
+def _unhook(request: Any, previous: Any) -> None:
+    try:
+        if previous is None:
+            request.extensions.pop("trace", None)
+        else:
+            request.extensions["trace"] = previous
+    except Exception:
+        _log.debug("spanmeter: could not restore a trace extension", exc_info=True)
+
+
 def _make_send(original: Any, hooks: Hooks, sync_proxy: type) -> Any:
     @functools.wraps(original)
     def send(client: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         warning = _caps.guard(request)  # opt-in caps: may raise spanmeter.CapExceeded, nothing sent
         try:
-            call = hooks.begin(request)
+            call = hooks.begin(request, not kwargs.get("stream", False))
         except Exception:
             _log.debug("spanmeter: could not start a span", exc_info=True)
             call = None
         if call is None:
             return original(client, request, *args, **kwargs)
         _caps.warn(call, warning)
+        sent = call.request
+        wait = _wait_hook(sent, False) if _recorder.pending else _NO_HOOK
         token = call.attach()
         try:
-            response = original(client, call.request, *args, **kwargs)
+            response = original(client, sent, *args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
             call.detach(token)
+            if wait is not _NO_HOOK:
+                _unhook(sent, wait)
+        if _recorder.pending and wait is not _NO_HOOK:
+            _recorder.drain()  # the transport is not httpcore (no wait was seen): record them now
         if call.on_response(response, not kwargs.get("stream", False)):
             try:
                 response.stream = sync_proxy(response.stream, call)
@@ -196,21 +300,27 @@ def _make_async_send(original: Any, hooks: Hooks, async_proxy: type) -> Any:
     async def send(client: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         warning = await _caps.guard_async(request)  # opt-in caps, as in the sync send
         try:
-            call = hooks.begin(request)
+            call = hooks.begin(request, not kwargs.get("stream", False))
         except Exception:
             _log.debug("spanmeter: could not start a span", exc_info=True)
             call = None
         if call is None:
             return await original(client, request, *args, **kwargs)
         _caps.warn(call, warning)
+        sent = call.request
+        wait = _wait_hook(sent, True) if _recorder.pending else _NO_HOOK
         token = call.attach()
         try:
-            response = await original(client, call.request, *args, **kwargs)
+            response = await original(client, sent, *args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
             call.detach(token)
+            if wait is not _NO_HOOK:
+                _unhook(sent, wait)
+        if _recorder.pending and wait is not _NO_HOOK:
+            _recorder.drain()  # the transport is not httpcore (no wait was seen): record them now
         if call.on_response(response, not kwargs.get("stream", False)):
             try:
                 response.stream = async_proxy(response.stream, call)

@@ -10,6 +10,7 @@ after `opentelemetry-instrument` has loaded us.
 Keyword arguments of `instrument()`:
 - `tracer_provider`: defaults to the global one.
 - `inject_stream_usage`: overrides `SPANMETER_INJECT_STREAM_USAGE` (see `_config`).
+- `defer_spans`: overrides `SPANMETER_DEFER_SPANS` (see `_config` and `_recorder`).
 - `request_hook(span, request)`: called after the span starts, before the request is sent.
 - `response_hook(span, request, response)`: called when the response headers arrive.
 Hooks must not read bodies; their exceptions are logged at debug and ignored.
@@ -25,7 +26,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from . import _httpx
+from . import _httpx, _recorder
 from ._config import get_settings
 
 _log = logging.getLogger("spanmeter.instrumentation")
@@ -49,12 +50,16 @@ class SpanmeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         settings = get_settings()
         inject = kwargs.get("inject_stream_usage")
+        defer = kwargs.get("defer_spans")
+        provider = kwargs.get("tracer_provider")
         self._hooks = _httpx.Hooks(
-            tracer=_httpx.get_tracer(kwargs.get("tracer_provider"), __version__),
+            tracer=_httpx.get_tracer(provider, __version__),
             inject_stream_usage=settings.inject_stream_usage if inject is None else bool(inject),
             max_parse_bytes=settings.max_parse_bytes,
             request_hook=kwargs.get("request_hook"),
             response_hook=kwargs.get("response_hook"),
+            defer=settings.defer_spans if defer is None else bool(defer),
+            tracer_provider=provider,
         )
         self._patches = []
         for name in _LIBRARIES:
@@ -76,6 +81,11 @@ class SpanmeterInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _log.debug("spanmeter: could not instrument %s", getattr(module, "__name__", module), exc_info=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        hooks = self._hooks
         self._hooks = None
+        if hooks is not None:
+            _recorder.flush()  # spans of calls already made are recorded with this provider
+            if hooks.tracer_provider is not None:
+                _recorder.unwatch(hooks.tracer_provider)
         _httpx.unpatch(self._patches)
         self._patches = []

@@ -15,7 +15,7 @@ import spanmeter
 from spanmeter import SpanmeterInstrumentor
 from spanmeter import semconv as sc
 from spanmeter.ingest.fakeprovider import FakeProvider
-from tests.unit.instrumentation.spanhelpers import attrs, instrumented, only_span
+from tests.unit.instrumentation.spanhelpers import attrs, finished, instrumented, only_span
 
 MODEL = "claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "a secret prompt"}]
@@ -106,7 +106,7 @@ def test_async_messages_and_stream(fake, exporter, aclient) -> None:
         return message, final
 
     message, final = asyncio.run(main())
-    first, second = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time)
+    first, second = sorted(finished(exporter), key=lambda s: s.start_time)
     assert attrs(first) == reported(fake, False, message.id)
     assert attrs(second) == reported(fake, True, final.id)
 
@@ -159,7 +159,7 @@ def test_metadata_user_id_fallback_and_scope(fake, exporter, client) -> None:
     client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES, metadata={"user_id": "anthropic-user"})
     with spanmeter.attributes(user_id="scoped", feature="chatbot"):
         client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES, metadata={"user_id": "anthropic-user"})
-    fallback, scoped = (attrs(s) for s in sorted(exporter.get_finished_spans(), key=lambda s: s.start_time))
+    fallback, scoped = (attrs(s) for s in sorted(finished(exporter), key=lambda s: s.start_time))
     assert fallback[sc.USER_ID] == "anthropic-user"
     assert (scoped[sc.USER_ID], scoped[sc.SPANMETER_FEATURE]) == ("scoped", "chatbot")
 
@@ -180,7 +180,7 @@ def test_sdk_own_usage_span_is_the_parent_of_ours(fake) -> None:
         message = traced.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES, extra_body=CONTROLS)
     finally:
         instrumentor.uninstrument()
-    spans = exporter.get_finished_spans()
+    spans = finished(exporter)
     ours = only_span(exporter)
     (sdk,) = [s for s in spans if s is not ours]
     assert sdk.instrumentation_scope.name == "com.anthropic.sdk.python"

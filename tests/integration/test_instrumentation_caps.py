@@ -118,10 +118,15 @@ def client(fake):
 
 def call(client, user: str, **kw):
     with spanmeter.attributes(user_id=user):
-        return client.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS, **kw)
+        result = client.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS, **kw)
+    # Spans are recorded (and so exported) on spanmeter's background thread: let the call's
+    # span reach the ingest before the test's next cap check.
+    assert spanmeter.flush(10)
+    return result
 
 
 def ours(memory):
+    assert spanmeter.flush(10)
     return [s for s in memory.get_finished_spans() if s.instrumentation_scope.name == "spanmeter"]
 
 
@@ -184,6 +189,7 @@ def test_async_clients_are_guarded_without_blocking_the_loop(ingest, spans, fake
         with spanmeter.attributes(user_id="u4"):
             for _ in range(3):
                 await aclient.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS)
+            assert spanmeter.flush(10)  # the spans reach the ingest (recorded in the background)
             with pytest.raises(spanmeter.CapExceeded):
                 await aclient.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS)
         beat.cancel()
@@ -197,8 +203,10 @@ def test_the_user_from_the_request_body_is_enforced_too(ingest, spans, client):
     spanmeter.enforce_caps(endpoint=ingest, token=ADMIN, ttl_seconds=0)
     for _ in range(3):
         client.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS, user="u5")
+    assert spanmeter.flush(10)
     with pytest.raises(spanmeter.CapExceeded):
         client.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS, user="u5")
+    assert spanmeter.flush(10)
     # A call with no user at all is never checked.
     client.chat.completions.create(model="cap-test", messages=MESSAGES, extra_body=FORTY_CENTS)
 

@@ -14,7 +14,7 @@ import spanmeter
 from spanmeter import semconv as sc
 from spanmeter._config import get_settings
 from spanmeter.ingest.fakeprovider import FakeProvider
-from tests.unit.instrumentation.spanhelpers import attrs, instrumented, only_span
+from tests.unit.instrumentation.spanhelpers import attrs, finished, instrumented, only_span
 
 MESSAGES = [{"role": "user", "content": "tell me a secret prompt"}]
 # 3 + words("user tell me a secret prompt") = 9 fresh input tokens by the fake's rule.
@@ -156,7 +156,7 @@ def test_chat_async_and_async_stream(fake, exporter, aclient) -> None:
 
     result, chunks = asyncio.run(main())
     assert all(c.choices for c in chunks)
-    first, second = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time)
+    first, second = sorted(finished(exporter), key=lambda s: s.start_time)
     assert attrs(first) == chat_result(fake, False, result.id, input=FRESH_INPUT, output=5)
     assert attrs(second) == chat_result(fake, True, chunks[0].id, input=FRESH_INPUT, output=5)
 
@@ -197,7 +197,7 @@ def test_stream_dropped_without_close_ends_at_gc(fake, exporter, client) -> None
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"fake": {"chunks": 50}})
     it = iter(stream)
     next(it)
-    assert exporter.get_finished_spans() == ()
+    assert finished(exporter) == ()
     del it, stream
     gc.collect()
     assert attrs(only_span(exporter))[sc.SPANMETER_USAGE_STATUS] == "incomplete"
@@ -245,7 +245,7 @@ def test_sdk_retries_are_separate_provider_calls(fake, exporter) -> None:
     with pytest.raises(openai.RateLimitError):
         retrying.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, extra_body={"fake": {"error": 429}}, extra_headers={})
     # The fake says x-should-retry: false, so one attempt, one span.
-    assert len(exporter.get_finished_spans()) == 1
+    assert len(finished(exporter)) == 1
 
 
 # --- responses, embeddings, legacy completions, Azure --------------------------------------------
@@ -268,7 +268,7 @@ def test_responses_sync_and_stream(fake, exporter, client) -> None:
     controls = {"fake": {"input": 40, "cached": 30, "reasoning": 20}}
     result = client.responses.create(model="gpt-4o-mini", input="a secret prompt", extra_body=controls)
     events = list(client.responses.create(model="gpt-4o-mini", input="a secret prompt", stream=True, extra_body=controls))
-    first, second = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time)
+    first, second = sorted(finished(exporter), key=lambda s: s.start_time)
     assert attrs(first) == responses_result(fake, False, result.id)
     assert attrs(second) == responses_result(fake, True, events[-1].response.id)
     assert events[-1].type == "response.completed"
@@ -305,7 +305,7 @@ def test_embeddings_sync_and_async(fake, exporter, client, aclient) -> None:
         sc.GEN_AI_USAGE_INPUT_TOKENS: 6,  # 3 + three words
         sc.SPANMETER_USAGE_STATUS: "reported",
     }
-    spans = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time)
+    spans = sorted(finished(exporter), key=lambda s: s.start_time)
     assert [s.name for s in spans] == ["embeddings text-embedding-3-small"] * 2
     assert [attrs(s) for s in spans] == [expected, expected]
 
@@ -340,8 +340,10 @@ def test_large_request_body_top_level_model_and_user(fake, exporter, client) -> 
 
 def test_unsampled_call_is_left_alone(fake) -> None:
     # A span the sampler drops keeps nothing: its request goes out as the app wrote it (no
-    # include_usage added) and its stream is not wrapped; the span is still current during the
-    # request, so what runs below it (here the transport) sees the unsampled trace context.
+    # include_usage added) and its stream is not wrapped; a stream's span is current during the
+    # request, so what runs below it (here the transport) sees the unsampled trace context. A
+    # non-streamed call's span is started after the call (by the recorder, see _recorder): during
+    # the request the app's own context stays current (here: none).
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -371,8 +373,9 @@ def test_unsampled_call_is_left_alone(fake) -> None:
     assert "stream_options" not in fake.requests[0].body
     assert len(chunks) == 7 and all(chunk.choices and chunk.usage is None for chunk in chunks)  # role, 5 words, finish
     assert result.usage.completion_tokens == 5
-    assert exporter.get_finished_spans() == ()
-    assert len(seen) == 2 and all(ctx.is_valid and not ctx.trace_flags.sampled for ctx in seen)
+    assert finished(exporter) == ()
+    assert len(seen) == 2 and seen[0].is_valid and not seen[0].trace_flags.sampled
+    assert not seen[1].is_valid
 
 
 def test_legacy_completions(fake, exporter, client) -> None:
@@ -406,7 +409,7 @@ def test_attribution_scope_and_request_field_fallback(fake, exporter, client) ->
     with spanmeter.attributes(user_id="u-1", session_id="s-1", conversation_id="c-1", feature="search", team="growth"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, user="body-user")
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, user="body-user")
-    scoped, fallback = (attrs(s) for s in sorted(exporter.get_finished_spans(), key=lambda s: s.start_time))
+    scoped, fallback = (attrs(s) for s in sorted(finished(exporter), key=lambda s: s.start_time))
     assert {k: scoped[k] for k in (sc.USER_ID, sc.SESSION_ID, sc.GEN_AI_CONVERSATION_ID, sc.SPANMETER_FEATURE, sc.SPANMETER_TEAM)} == {
         sc.USER_ID: "u-1",
         sc.SESSION_ID: "s-1",
@@ -430,7 +433,7 @@ def test_attribution_across_concurrent_async_calls(fake, exporter, aclient) -> N
         return ids
 
     ids = asyncio.run(main())
-    by_id = {attrs(s)[sc.GEN_AI_RESPONSE_ID]: attrs(s) for s in exporter.get_finished_spans()}
+    by_id = {attrs(s)[sc.GEN_AI_RESPONSE_ID]: attrs(s) for s in finished(exporter)}
     assert {by_id[rid][sc.USER_ID] for rid in ids} == {f"user-{i}" for i in range(6)}
     for i, rid in enumerate(ids):
         assert by_id[rid][sc.USER_ID] == f"user-{i}" and by_id[rid][sc.SPANMETER_FEATURE] == "batch"
@@ -459,7 +462,7 @@ def test_attribution_in_threads_started_with_copied_context(fake, exporter, clie
         # Each task runs in a copy of the submitting thread's context, taken at submit time.
         futures = [pool.submit(contextvars.copy_context().run, work, i) for i in range(8)]
         ids = [f.result() for f in futures]
-    by_id = {attrs(s)[sc.GEN_AI_RESPONSE_ID]: attrs(s) for s in exporter.get_finished_spans()}
+    by_id = {attrs(s)[sc.GEN_AI_RESPONSE_ID]: attrs(s) for s in finished(exporter)}
     for i, rid in enumerate(ids):
         assert (by_id[rid][sc.USER_ID], by_id[rid][sc.SPANMETER_TEAM], by_id[rid][sc.SESSION_ID]) == ("threaded", "ops", f"s-{i}")
 
@@ -480,7 +483,7 @@ def test_no_content_anywhere_on_spans(fake, exporter, client) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
     client.responses.create(model="gpt-4o-mini", input="tell me a secret prompt")
-    for span in exporter.get_finished_spans():
+    for span in finished(exporter):
         assert span.events == () and span.links == ()
         assert_no_content(span)
         assert not any(k.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.prompt", "gen_ai.completion", "http.request.header")) for k in span.attributes)

@@ -18,7 +18,7 @@ from spanmeter import SpanmeterInstrumentor
 from spanmeter import semconv as sc
 from spanmeter._sse import SSEParser
 from spanmeter.ingest.fakeprovider import FakeProvider
-from tests.unit.instrumentation.spanhelpers import attrs, instrumented, only_span
+from tests.unit.instrumentation.spanhelpers import attrs, finished, instrumented, only_span
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -47,7 +47,7 @@ def test_failure_recognising_the_request(fake, monkeypatch) -> None:
         client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k", max_retries=0)
         result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert result.usage.total_tokens > 0
-    assert exporter.get_finished_spans() == ()  # no span rather than a broken call
+    assert finished(exporter) == ()  # no span rather than a broken call
 
 
 def test_failure_parsing_a_stream_hands_the_app_every_byte(fake, monkeypatch) -> None:
@@ -117,7 +117,7 @@ def test_failure_in_a_span_processor_and_in_hooks(fake) -> None:
         assert len(list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))) == 8
     finally:
         instrumentor.uninstrument()
-    assert [attrs(s)[sc.SPANMETER_USAGE_STATUS] for s in exporter.get_finished_spans()] == ["reported", "reported"]
+    assert [attrs(s)[sc.SPANMETER_USAGE_STATUS] for s in finished(exporter)] == ["reported", "reported"]
 
 
 def test_hooks_get_the_span(fake) -> None:
@@ -196,14 +196,14 @@ def test_non_llm_requests_make_no_span_and_are_unchanged(fake) -> None:
         client.get(fake.base_url + "/health")
         client.post(fake.openai_base_url + "/files", content=b'{"purpose":"x","stream":true}')
         client.post(fake.openai_base_url + "/threads/t_1/messages", json={"role": "user", "content": "x"})
-    assert exporter.get_finished_spans() == ()
+    assert finished(exporter) == ()
     assert fake.requests[1].body == {"purpose": "x", "stream": True}
 
 
 def test_suppressed_instrumentation_makes_no_span(fake) -> None:
     with instrumented() as exporter, suppress_instrumentation():
         openai.OpenAI(base_url=fake.openai_base_url, api_key="k").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    assert exporter.get_finished_spans() == ()
+    assert finished(exporter) == ()
 
 
 def test_uninstrument_restores_the_original_methods() -> None:
@@ -254,6 +254,6 @@ def test_every_span_ends_exactly_once(fake, caplog) -> None:
         with httpx2.Client() as raw, raw.stream("POST", fake.openai_base_url + "/chat/completions", json={"model": "m", "stream": True}) as response:
             response.read()
             response.close()
-    statuses = sorted(attrs(s)[sc.SPANMETER_USAGE_STATUS] for s in exporter.get_finished_spans())
+    statuses = sorted(attrs(s)[sc.SPANMETER_USAGE_STATUS] for s in finished(exporter))
     assert statuses == ["incomplete", "incomplete", "reported", "reported"]
     assert not [r for r in caplog.records if "ended span" in r.getMessage()]

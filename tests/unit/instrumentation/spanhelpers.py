@@ -2,7 +2,7 @@
 
     with instrumented() as exporter:
         ...make calls...
-    spans = exporter.get_finished_spans()
+    spans = finished(exporter)
 
 `instrumented()` always uninstruments on exit, so no other test in the session sees patched
 httpx/httpx2 classes.
@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import spanmeter
 from spanmeter import SpanmeterInstrumentor
 
 
@@ -35,9 +36,16 @@ def instrumented(**kwargs: Any) -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
 
 
+def finished(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, ...]:
+    """The exporter's spans once every call made so far is recorded: spanmeter records spans on
+    a background thread (`spanmeter.flush()`, as the provider's `force_flush()` does)."""
+    assert spanmeter.flush(10)
+    return exporter.get_finished_spans()
+
+
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
     """The one spanmeter span finished so far (other scopes' spans are ignored)."""
-    spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == "spanmeter"]
+    spans = [s for s in finished(exporter) if s.instrumentation_scope.name == "spanmeter"]
     assert len(spans) == 1, [(s.name, dict(s.attributes or {})) for s in spans]
     return spans[0]
 

@@ -12,7 +12,7 @@ from spanmeter._setup import traces_endpoint
 
 def test_public_surface() -> None:
     assert sorted(spanmeter.__all__) == ["CapExceeded", "SpanmeterInstrumentor", "__version__", "attributes",
-                                         "current_attributes", "enforce_caps", "instrument"]
+                                         "current_attributes", "enforce_caps", "flush", "instrument"]
     for name in spanmeter.__all__:
         assert getattr(spanmeter, name) is not None
 
