@@ -51,6 +51,9 @@ def serve(
     from .store import _redact
 
     typer.echo(f"spanmeter: serving http://{settings.host}:{settings.port}/v1/traces, store {_redact(settings.clickhouse_dsn)}")
+    from .workers import tune_gc
+
+    tune_gc()
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level=log_level, access_log=False,
         log_config=log_config(settings, log_level),

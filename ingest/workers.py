@@ -20,6 +20,7 @@ Errors keep their meaning across the process boundary: a `DecodeError` raised in
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import threading
@@ -138,7 +139,7 @@ class Preparer:
                 # spawn, not fork: the serving process runs chDB's threads, which a fork would
                 # copy mid-flight.
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                                 initializer=_init_worker, initargs=(os.getpid(),))
             else:
                 # One thread: the event loop stays free to answer (429s, health checks) meanwhile.
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="spanmeter-prepare")
@@ -183,6 +184,27 @@ class Preparer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def tune_gc(threshold: int = 100_000) -> None:
+    """The garbage collector of an ingest process (a decode worker, the serving process).
+
+    Python traces its young objects every 700 container allocations by default. The ingest keeps
+    ~15,000 of them alive per export of 1000 spans (spans, attribute dicts, records) until it is
+    packed, priced, selected and stored, so at 700 they were traced over and over and moved up the
+    generations: ~4 of ~23 µs per span in a worker, ~3 of ~11 in the serving process's event loop
+    and hand-off (bench/ingest_threads.py). They die by reference count, not by the collector;
+    cyclic garbage (an exception's traceback, asyncio's) still is collected, once `threshold`
+    more container objects are alive than at the last collection: memory stays bounded.
+    What exists now (imported modules, settings) lives as long as the process: frozen, it is
+    never traced again."""
+    gc.freeze()
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
+
+
+def _init_worker(parent: int) -> None:
+    tune_gc()
+    _exit_with_parent(parent)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -117,3 +117,19 @@ def test_an_export_waiting_past_the_delay_budget_gets_429_for_the_next(delay_cli
     rows = lambda q: store.query(q).rows  # noqa: E731
     assert totals(rows, store.database)["events"][:3] == (6, 600, 60)
     assert double_counted(rows, store.database) == 0
+
+
+def test_a_worker_collects_its_young_objects_rarely(settings):
+    """Each export keeps ~15,000 container objects alive until it is packed: the worker's
+    collector waits for 100,000 of them (workers.tune_gc) instead of tracing them every 700."""
+    import gc
+
+    from spanmeter.ingest.workers import Preparer
+
+    preparer = Preparer(settings.model_copy(update={"ingest_workers": 1}))
+    try:
+        preparer.start()
+        threshold = preparer._executor().submit(gc.get_threshold).result(timeout=60)
+    finally:
+        preparer.close()
+    assert threshold[0] == 100_000
