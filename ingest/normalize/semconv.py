@@ -23,32 +23,45 @@ _CACHE_WRITE = (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,)
 _REASONING = (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,)
 _PROVIDER = (sc.GEN_AI_PROVIDER_NAME, "gen_ai.system")
 _USER = (sc.USER_ID, sc.ENDUSER_ID, "enduser.pseudo.id")
+# Built once: a `(sc.NAME,)` written in the call is looked up and built again for every span.
+_OPERATION = (sc.GEN_AI_OPERATION_NAME,)
+_REQUEST_MODEL = (sc.GEN_AI_REQUEST_MODEL,)
+_RESPONSE_MODEL = (sc.GEN_AI_RESPONSE_MODEL,)
+_RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID,)
+_USAGE_STATUS = (sc.SPANMETER_USAGE_STATUS,)
+_SESSION = (sc.SESSION_ID,)
+_CONVERSATION = (sc.GEN_AI_CONVERSATION_ID,)
+_FEATURE = (sc.SPANMETER_FEATURE,)
+_TEAM = (sc.SPANMETER_TEAM,)
+_AGENT = (sc.GEN_AI_AGENT_NAME,)
+_STREAMING = sc.SPANMETER_STREAMING
+_AGGREGATE = sc.AGGREGATE_OPERATIONS
 
 
 def extract(span: Span) -> Extracted | None:
     a = span.attributes
-    operation = text(a, (sc.GEN_AI_OPERATION_NAME,))
+    operation = text(a, _OPERATION)
     provider = canonical_provider(text(a, _PROVIDER))
     found = Extracted(
         provider=provider,
         operation=operation,
-        request_model=text(a, (sc.GEN_AI_REQUEST_MODEL,)),
-        response_model=text(a, (sc.GEN_AI_RESPONSE_MODEL,)),
+        request_model=text(a, _REQUEST_MODEL),
+        response_model=text(a, _RESPONSE_MODEL),
         input=token_count(a, _INPUT),
         output=token_count(a, _OUTPUT),
         cache_read=token_count(a, _CACHE_READ),
         cache_write=token_count(a, _CACHE_WRITE),
         reasoning=token_count(a, _REASONING),
-        aggregate=True if operation in sc.AGGREGATE_OPERATIONS else None,
-        response_id=text(a, (sc.GEN_AI_RESPONSE_ID,)),
-        streaming=_bool(a.get(sc.SPANMETER_STREAMING)),
-        usage_status=text(a, (sc.SPANMETER_USAGE_STATUS,)),
+        aggregate=True if operation in _AGGREGATE else None,
+        response_id=text(a, _RESPONSE_ID),
+        streaming=_bool(a.get(_STREAMING)),
+        usage_status=text(a, _USAGE_STATUS),
         user_id=text(a, _USER),
-        session_id=text(a, (sc.SESSION_ID,)),
-        conversation_id=text(a, (sc.GEN_AI_CONVERSATION_ID,)),
-        feature=text(a, (sc.SPANMETER_FEATURE,)),
-        team=text(a, (sc.SPANMETER_TEAM,)),
-        agent=text(a, (sc.GEN_AI_AGENT_NAME,)),
+        session_id=text(a, _SESSION),
+        conversation_id=text(a, _CONVERSATION),
+        feature=text(a, _FEATURE),
+        team=text(a, _TEAM),
+        agent=text(a, _AGENT),
     )
     return found
 
