@@ -44,6 +44,9 @@ _SNAPSHOT = attrgetter(*_FIELDS)  # an Attribution's fields as one tuple, in C
 
 
 class _Bounded(OrderedDict):
+    """Insertion-ordered, forgetting its oldest entry past `limit`. The per-span paths below spell
+    `put` out (`d[key] = value`, then `popitem(False)` when over): same effect, no method call."""
+
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
@@ -55,7 +58,7 @@ class _Bounded(OrderedDict):
 
 
 def _lends(attribution: Attribution | None) -> bool:
-    return attribution is not None and any(getattr(attribution, name) for name in _FIELDS)
+    return attribution is not None and any(_SNAPSHOT(attribution))
 
 
 class Lineage:
@@ -66,15 +69,18 @@ class Lineage:
         # whose chain is broken by a span that never arrives (e.g. one a collector filtered out).
         self._roots = _Bounded(limit)  # trace id -> attribution its root span lends
         self._trace_waits = _Bounded(limit)  # trace id -> ancestor keys its rows wait on
-        self._latest: dict[bytes, UsageRecord] = {}  # rows corrected in the batch being selected
+        # Rows corrected in the batch being selected (a cancel must copy their latest version).
+        self._latest: dict[bytes, UsageRecord] = {}
         self._consumed: list[tuple[bytes, list[bytes]]] = []
 
     # --- one batch ------------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """A new batch is being selected."""
+    def begin(self) -> dict[bytes, UsageRecord]:
+        """A new batch is being selected. Returns the dict of its corrected rows (`latest`), for
+        a caller that asks about every row."""
         self._latest = {}
         self._consumed = []
+        return self._latest
 
     def failed(self) -> None:
         """The batch's insert failed: rows that stopped waiting in it wait again for the retry."""
@@ -104,24 +110,33 @@ class Lineage:
         """
         arrived: list[bytes] = []
         roots: list[tuple[bytes, Attribution]] = []
+        spans, limit, forget = self._spans, self._spans.limit, self._spans.popitem
         for link in links:
             key, parent = link[0], link[1]
             lent = getattr(link, "attribution", None)
-            self._spans.put(key, (parent, lent if _lends(lent) else None))
+            lends = lent is not None and any(_SNAPSHOT(lent))
+            spans[key] = (parent, lent if lends else None)
+            if len(spans) > limit:
+                forget(False)
             arrived.append(key)
-            if not parent and _lends(lent):
+            if not parent and lends:
                 roots.append((key[:16], lent))
         for record in records:
             key = record.trace_id + record.span_id
             parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
-            self._spans.put(key, (parent, record.attribution if _lends(record.attribution) else None))
+            attribution = record.attribution
+            lends = any(_SNAPSHOT(attribution))
+            spans[key] = (parent, attribution if lends else None)
+            if len(spans) > limit:
+                forget(False)
             arrived.append(key)
-            if not parent and _lends(record.attribution):
-                roots.append((record.trace_id, record.attribution))
+            if not parent and lends:
+                roots.append((record.trace_id, attribution))
         corrections: list[UsageRecord] = []
         gone = set(cancelled)
+        take = self._waiting.pop
         for ancestor in arrived:
-            waiting = self._waiting.pop(ancestor, None)
+            waiting = take(ancestor, None)
             if not waiting:
                 continue
             self._consumed.append((ancestor, waiting))
@@ -152,29 +167,36 @@ class Lineage:
 
     def attribute(self, record: UsageRecord) -> None:
         """A row just counted: complete it from remembered ancestors, or let it wait for them."""
-        key = record.trace_id + record.span_id
-        parent = record.trace_id + record.parent_span_id if record.parent_span_id else b""
-        self._fill(key, record.attribution, parent)
+        if record.parent_span_id:  # (a root has no ancestor: nothing to fill or wait for)
+            self._fill(record.trace_id + record.span_id, record.attribution,
+                       record.trace_id + record.parent_span_id, False)
 
-    def _fill(self, key: bytes, attribution: Attribution, start: bytes) -> bool:
+    def _fill(self, key: bytes, attribution: Attribution, start: bytes, changed: bool = True) -> bool:
         """Fill `attribution` from `start` up, nearest first; wait on the first ancestor not seen.
-        Returns whether any field was filled."""
-        before = _SNAPSHOT(attribution)
+        Returns whether any field was filled (always False when not asked: `changed` False)."""
+        before = _SNAPSHOT(attribution) if changed else None
         ancestor = start
+        spans = self._spans
         for _ in range(_MAX_DEPTH):
             if not ancestor or attribution.complete():
                 break
-            entry = self._spans.get(ancestor)
+            entry = spans.get(ancestor)
             if entry is None:
-                waiting = self._waiting.get(ancestor)
+                waiting_on = self._waiting
+                waiting = waiting_on.get(ancestor)
                 if waiting is None:
-                    self._waiting.put(ancestor, [key])
+                    waiting_on[ancestor] = [key]
+                    if len(waiting_on) > waiting_on.limit:
+                        waiting_on.popitem(False)
                 elif key not in waiting:
                     waiting.append(key)
                 trace = ancestor[:16]
-                waits = self._trace_waits.get(trace)
+                trace_waits = self._trace_waits
+                waits = trace_waits.get(trace)
                 if waits is None:
-                    self._trace_waits.put(trace, [ancestor])
+                    trace_waits[trace] = [ancestor]
+                    if len(trace_waits) > trace_waits.limit:
+                        trace_waits.popitem(False)
                 elif ancestor not in waits:
                     waits.append(ancestor)
                 root = self._roots.get(trace)
@@ -184,7 +206,7 @@ class Lineage:
             ancestor, lent = entry
             if lent is not None:
                 attribution.fill_from(lent)
-        return before != _SNAPSHOT(attribution)
+        return changed and before != _SNAPSHOT(attribution)
 
 
 def _fill_from(attribution: Attribution, lent: Attribution) -> bool:
@@ -221,8 +243,11 @@ class SiblingCalls:
         return False
 
     def committed(self) -> None:
+        calls, limit, forget = self._calls, self._calls.limit, self._calls.popitem
         for call, key in self._batch.items():
-            self._calls.put(call, key)
+            calls[call] = key
+            if len(calls) > limit:
+                forget(False)
         self._batch = {}
 
     def failed(self) -> None:

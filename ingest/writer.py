@@ -594,7 +594,7 @@ class Writer:
         covered_now: set[bytes] = set()
         cancelled: list[bytes] = []
         dropped: set[bytes] = set()
-        self._lineage.begin()
+        corrected = self._lineage.begin()
         self._siblings.begin()
         fresh: dict[bytes, UsageRecord] = {}  # rows of this batch, not inserted yet
         # The memories do not change while a batch is selected: test their sets directly.
@@ -633,7 +633,7 @@ class Writer:
                     # Its parent was counted earlier in this very batch: drop that row.
                     dropped.add(parent)
                 elif parent:
-                    earlier = self._lineage.latest(parent) or counted.get(parent)
+                    earlier = corrected.get(parent) or counted.get(parent)  # = lineage.latest(parent) or ...
                     if earlier is not None and parent not in cancelled:
                         # The parent was counted before its deeper leaf arrived: take it back out.
                         rows.append(replace(earlier, sign=-1))
