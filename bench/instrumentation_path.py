@@ -8,9 +8,15 @@ code moves them. This script runs only the instrumentation's code, on a request,
 the chunks of a stream recorded from the fake provider, so that a before/after comparison of a
 change to `instrumentation/` is exact to a few hundred instructions:
 
-- `call`: one non-streamed chat completion through spanmeter's hook (`Hooks.begin`, the span
-  made current and restored, `Call.on_response` parsing the body and ending the span), with a
-  recording SDK tracer;
+- `call`: one non-streamed chat completion through spanmeter's hook (`Hooks.begin` of a call
+  whose body httpx reads, `Call.on_response`), then its record (`_recorder.drain()`: the request
+  and response bodies parsed, the span started with the call's times and ended), with a
+  recording SDK tracer: all of spanmeter's work for a call, wherever it runs;
+- `call-on-path`: the part of `call` done inside the call (its record is left pending: it runs
+  while the next call waits for its provider, see instrumentation/_recorder.py);
+- `call-eager`: `call` as it was before session 4 (`Hooks.begin` with no body read: the span
+  started, made current and restored during the request, then parsed and ended in
+  `on_response`; still the path of streams and of calls with hooks);
 - `call-unsampled`: the same with an ALWAYS_OFF sampler (spanmeter's work, no span recorded);
 - `call-bare-span`: what any one-span-per-call instrumentation pays the OpenTelemetry SDK: a span
   started with 5 attributes, made current and restored, 6 more attributes, ended;
@@ -41,7 +47,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-VARIANTS = ("call", "call-unsampled", "call-bare-span", "chunk-plain", "chunk-strip", "chunk-none")
+VARIANTS = ("call", "call-on-path", "call-eager", "call-unsampled", "call-bare-span", "chunk-plain", "chunk-strip", "chunk-none")
 REPS = {"call": (100, 1100), "chunk": (10, 30)}
 CHUNKS = 201
 
@@ -113,6 +119,7 @@ def worker(variant: str, reps: int) -> None:
     from opentelemetry.trace import SpanKind
 
     from spanmeter import _providers as P
+    from spanmeter import _recorder
     from spanmeter._call import Call
     from spanmeter._httpx import Hooks
     from spanmeter._stream import stream_classes
@@ -150,11 +157,18 @@ def worker(variant: str, reps: int) -> None:
 
         else:
             hooks = Hooks(provider.get_tracer("spanmeter"), True, 1 << 20)
+            on_path = variant == "call-on-path"
+            reads_body = variant != "call-eager"
+            if on_path:
+                _recorder.MAX_PENDING = 1 << 30  # records pile up, never run in the window
+                _recorder.IDLE_SECONDS = 1e9
 
             def one() -> None:
-                call = hooks.begin(request)
+                call = hooks.begin(request, reads_body)
                 call.detach(call.attach())  # type: ignore[union-attr]
                 call.on_response(response, True)  # type: ignore[union-attr]
+                if not on_path:
+                    _recorder.drain()
 
     else:
         body = {"model": "gpt-4o-mini", "messages": messages, "stream": True, "fake": {"chunks": CHUNKS},
@@ -186,6 +200,10 @@ def worker(variant: str, reps: int) -> None:
     gc.disable()
     for _ in range(reps):
         one()
+    if variant == "call-on-path":
+        from spanmeter import _recorder
+
+        _recorder.pending.clear()  # not recorded at exit either: only the on-path work is counted
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ class Hooks:
         self.request_hook = request_hook
         self.response_hook = response_hook
         self.defer = defer
-        # Lazy calls need no span during the request: no hook may be handed one.
-        self.lazy_ok = request_hook is None and response_hook is None
+        # Lazy calls have no span during the request (it is started when recorded): only when
+        # recording is deferred, and no hook is to be handed a span.
+        self.lazy_ok = defer and request_hook is None and response_hook is None
         self.tracer_provider = tracer_provider  # None: the global one, watched once it is real
         self.watching = False
         if defer and tracer_provider is not None:

@@ -280,3 +280,23 @@ def test_settings_read_defer_spans() -> None:
     assert Settings.from_env({}).defer_spans is True
     assert Settings.from_env({"SPANMETER_DEFER_SPANS": "false"}).defer_spans is False
     assert Settings.from_env({"SPANMETER_DEFER_SPANS": "1"}).defer_spans is True
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_only_a_deferred_call_leaves_the_apps_context_current_during_the_request(fake, defer) -> None:
+    seen = []
+
+    class Transport(httpx2.HTTPTransport):
+        def handle_request(self, request):
+            seen.append(trace.get_current_span().get_span_context())
+            return super().handle_request(request)
+
+    with instrumented(defer_spans=defer) as exporter:
+        with openai.OpenAI(base_url=fake.openai_base_url, api_key="k", max_retries=0,
+                           http_client=httpx2.Client(transport=Transport())) as c:
+            c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        (span,) = finished(exporter)
+    if defer:  # started when recorded: during the request the app's context (none) was current
+        assert not seen[0].is_valid
+    else:  # recorded inside the call, current during the request, as before
+        assert seen[0].span_id == span.context.span_id
