@@ -19,6 +19,9 @@
  * Attribute KeyValues are looked up in decode.py's memo by their bytes (they repeat across spans);
  * on a miss the common encodings (a key and one string, int, double or bool value) are converted
  * here, anything else by decode.py's own `_key_value`, and the result is memoised as it would be.
+ *
+ * Also `read_attributes`: the normalizers' many `text`/`token_count` reads of one span in one call
+ * (normalize/base.py `read`), which likewise hands every unusual value to the Python functions.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -528,10 +531,75 @@ static PyObject *decode_spans(PyObject *Py_UNUSED(self), PyObject *const *args, 
     return spans;
 }
 
+
+/* --- attribute reads for the normalizers -------------------------------------------------------- */
+
+/* read_attributes(attrs, spec, text, token_count) -> tuple: for each (is_count, keys) of `spec`,
+ * what normalize.base.token_count(attrs, keys) or text(attrs, keys) returns. The usual values (a
+ * non-empty str for text, a non-negative int for a count, keys absent or None) are read here; any
+ * other value hands that one field to the Python function itself, so every answer is its answer. */
+static PyObject *read_attributes(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "read_attributes(attrs, spec, text, token_count)");
+        return NULL;
+    }
+    PyObject *attrs = args[0], *spec = args[1], *text = args[2], *count = args[3];
+    int plain = PyDict_CheckExact(attrs); /* anything else: every field through Python */
+    Py_ssize_t n = PyTuple_GET_SIZE(spec);
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(spec, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(item, 1))) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "spec: a tuple of (is_count, keys) pairs");
+            return NULL;
+        }
+        int is_count = PyTuple_GET_ITEM(item, 0) == Py_True;
+        PyObject *keys = PyTuple_GET_ITEM(item, 1);
+        PyObject *result = NULL;
+        int in_python = !plain;
+        for (Py_ssize_t k = 0; !in_python && k < PyTuple_GET_SIZE(keys); k++) {
+            PyObject *value = PyDict_GetItemWithError(attrs, PyTuple_GET_ITEM(keys, k)); /* borrowed */
+            if (value == NULL) {
+                if (PyErr_Occurred()) { Py_DECREF(out); return NULL; }
+                continue;
+            }
+            if (value == Py_None) continue;
+            if (!is_count && PyUnicode_CheckExact(value)) {
+                result = PyUnicode_GET_LENGTH(value) ? value : Py_None;
+                Py_INCREF(result);
+            } else if (is_count && PyLong_CheckExact(value)) {
+                int overflow = 0;
+                long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+                if (v == -1 && !overflow && PyErr_Occurred()) { Py_DECREF(out); return NULL; }
+                result = (overflow < 0 || (!overflow && v < 0)) ? Py_None : value; /* negative: unknown */
+                Py_INCREF(result);
+            } else {
+                in_python = 1;
+            }
+            break;
+        }
+        if (in_python) {
+            PyObject *call[2] = {attrs, keys};
+            result = PyObject_Vectorcall(is_count ? count : text, call, 2, NULL);
+            if (result == NULL) { Py_DECREF(out); return NULL; }
+        } else if (result == NULL) {
+            result = Py_None;
+            Py_INCREF(result);
+        }
+        PyTuple_SET_ITEM(out, i, result);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"decode_spans", (PyCFunction)(void (*)(void))decode_spans, METH_FASTCALL,
      "decode_spans(raw, span_type, memo, key_value, memo_limit) -> list of spans, or None to let "
      "the Python decoder decide"},
+    {"read_attributes", (PyCFunction)(void (*)(void))read_attributes, METH_FASTCALL,
+     "read_attributes(attrs, spec, text, token_count) -> tuple of what text/token_count give for "
+     "each (is_count, keys) of spec"},
     {NULL, NULL, 0, NULL},
 };
 

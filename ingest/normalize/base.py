@@ -98,6 +98,32 @@ def text(attrs: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return None
 
 
+TEXT, COUNT = False, True  # what `read` reads: a text() or a token_count()
+
+
+def read_python(attrs: dict[str, Any], spec: tuple[tuple[bool, tuple[str, ...]], ...]) -> tuple:
+    """`read` without the compiled extension."""
+    return tuple(token_count(attrs, keys) if is_count else text(attrs, keys) for is_count, keys in spec)
+
+
+try:
+    from .. import _otlp as _native
+except ImportError:  # not built: read in Python
+    _native = None
+
+
+def read(attrs: dict[str, Any], spec: tuple[tuple[bool, tuple[str, ...]], ...]) -> tuple:
+    """Many reads of one span's attributes at once: for each `(TEXT, keys)` of `spec` what
+    `text(attrs, keys)` gives, for each `(COUNT, keys)` what `token_count(attrs, keys)` gives.
+
+    One call instead of a dozen: with the compiled extension (ingest/_otlp.c) the usual values
+    (a string, a non-negative int, a key absent) are read in C and any other value is handed to
+    `text`/`token_count` themselves, so the answers are theirs."""
+    if _native is None:
+        return read_python(attrs, spec)
+    return _native.read_attributes(attrs, spec, text, token_count)
+
+
 _KEY_INDEX: tuple[Any, str] = (None, "")  # (attributes, "\n" + their keys joined by "\n")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from spanmeter import semconv as sc
 
 from ..records import Span
-from .base import Extracted, canonical_provider, text, token_count
+from .base import COUNT, TEXT, Extracted, canonical_provider, read
 
 NAME = "semconv"
 
@@ -23,47 +23,55 @@ _CACHE_WRITE = (sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,)
 _REASONING = (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,)
 _PROVIDER = (sc.GEN_AI_PROVIDER_NAME, "gen_ai.system")
 _USER = (sc.USER_ID, sc.ENDUSER_ID, "enduser.pseudo.id")
-# Built once: a `(sc.NAME,)` written in the call is looked up and built again for every span.
-_OPERATION = (sc.GEN_AI_OPERATION_NAME,)
-_REQUEST_MODEL = (sc.GEN_AI_REQUEST_MODEL,)
-_RESPONSE_MODEL = (sc.GEN_AI_RESPONSE_MODEL,)
-_RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID,)
-_USAGE_STATUS = (sc.SPANMETER_USAGE_STATUS,)
-_SESSION = (sc.SESSION_ID,)
-_CONVERSATION = (sc.GEN_AI_CONVERSATION_ID,)
-_FEATURE = (sc.SPANMETER_FEATURE,)
-_TEAM = (sc.SPANMETER_TEAM,)
-_AGENT = (sc.GEN_AI_AGENT_NAME,)
+# Every text and count this convention reads, in the order `extract` unpacks them.
+_SPEC = (
+    (TEXT, (sc.GEN_AI_OPERATION_NAME,)),
+    (TEXT, _PROVIDER),
+    (TEXT, (sc.GEN_AI_REQUEST_MODEL,)),
+    (TEXT, (sc.GEN_AI_RESPONSE_MODEL,)),
+    (COUNT, _INPUT),
+    (COUNT, _OUTPUT),
+    (COUNT, _CACHE_READ),
+    (COUNT, _CACHE_WRITE),
+    (COUNT, _REASONING),
+    (TEXT, (sc.GEN_AI_RESPONSE_ID,)),
+    (TEXT, (sc.SPANMETER_USAGE_STATUS,)),
+    (TEXT, _USER),
+    (TEXT, (sc.SESSION_ID,)),
+    (TEXT, (sc.GEN_AI_CONVERSATION_ID,)),
+    (TEXT, (sc.SPANMETER_FEATURE,)),
+    (TEXT, (sc.SPANMETER_TEAM,)),
+    (TEXT, (sc.GEN_AI_AGENT_NAME,)),
+)
 _STREAMING = sc.SPANMETER_STREAMING
 _AGGREGATE = sc.AGGREGATE_OPERATIONS
 
 
 def extract(span: Span) -> Extracted | None:
     a = span.attributes
-    operation = text(a, _OPERATION)
-    provider = canonical_provider(text(a, _PROVIDER))
-    found = Extracted(
-        provider=provider,
+    (operation, provider, request_model, response_model, input_tokens, output, cache_read, cache_write, reasoning,
+     response_id, usage_status, user_id, session_id, conversation_id, feature, team, agent) = read(a, _SPEC)
+    return Extracted(
+        provider=canonical_provider(provider),
         operation=operation,
-        request_model=text(a, _REQUEST_MODEL),
-        response_model=text(a, _RESPONSE_MODEL),
-        input=token_count(a, _INPUT),
-        output=token_count(a, _OUTPUT),
-        cache_read=token_count(a, _CACHE_READ),
-        cache_write=token_count(a, _CACHE_WRITE),
-        reasoning=token_count(a, _REASONING),
+        request_model=request_model,
+        response_model=response_model,
+        input=input_tokens,
+        output=output,
+        cache_read=cache_read,
+        cache_write=cache_write,
+        reasoning=reasoning,
         aggregate=True if operation in _AGGREGATE else None,
-        response_id=text(a, _RESPONSE_ID),
+        response_id=response_id,
         streaming=_bool(a.get(_STREAMING)),
-        usage_status=text(a, _USAGE_STATUS),
-        user_id=text(a, _USER),
-        session_id=text(a, _SESSION),
-        conversation_id=text(a, _CONVERSATION),
-        feature=text(a, _FEATURE),
-        team=text(a, _TEAM),
-        agent=text(a, _AGENT),
+        usage_status=usage_status,
+        user_id=user_id,
+        session_id=session_id,
+        conversation_id=conversation_id,
+        feature=feature,
+        team=team,
+        agent=agent,
     )
-    return found
 
 
 def _bool(value: object) -> bool | None:
