@@ -1,6 +1,7 @@
 """Python CPU per span of each ingest stage, in one thread, without HTTP or ClickHouse.
 
     .venv/bin/python bench/ingest_stages.py
+    .venv/bin/python bench/ingest_stages.py --default-gc                          # Python's own GC thresholds
     PYTHONPATH=/path/to/other/checkout/pkg .venv/bin/python bench/ingest_stages.py   # compare code
 
 Each of 130 exports of 1000 spans (bench/workload.py) goes through decode, normalize, price, the
@@ -8,7 +9,8 @@ writer's selection (dedupe, leaf rule, lineage: `Writer._select` and `_remember`
 that holds nothing) and the serialization of the batch for the insert; thread CPU time is taken
 around each stage and the median over the last 100 exports is printed in µs per span. Thread CPU
 time rather than wall time, and medians, so that a busy machine disturbs the figures less; to
-compare two versions of the code, run both at the same time.
+compare two versions of the code, run both at the same time. The garbage collector is tuned as
+in the ingest's processes (`workers.tune_gc`); `--default-gc` keeps Python's default.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ def main() -> None:
     from spanmeter.ingest.price import PriceBook
     from spanmeter.ingest.writer import Writer, _Submission
 
+    try:  # the garbage collector as the ingest's processes run it (workers.tune_gc), if it is tuned
+        from spanmeter.ingest.workers import tune_gc
+    except ImportError:
+        pass
+    else:
+        if "--default-gc" not in sys.argv:
+            tune_gc()
     templates = ExportTemplates.build(count=16, spans_per_export=SPANS, seed=1)
     bodies = [templates.body(i) for i in range(EXPORTS)]
     book = PriceBook.from_files(None)
