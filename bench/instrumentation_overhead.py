@@ -20,7 +20,9 @@ setup (a `TracerProvider` with a `BatchSpanProcessor` and an exporter that drops
   and made current with `context.attach` / `detach` (as spanmeter does) instead of the
   `start_as_current_span` context manager: the floor for that cheaper way of using the SDK;
 - `spanmeter-unsampled` (reference): spanmeter with an ALWAYS_OFF sampler, so the SDK records
-  nothing: spanmeter's own work (recognise, parse, attribute) without the SDK's span cost.
+  nothing: spanmeter's own work (recognise, parse, attribute) without the SDK's span cost;
+- `spanmeter-inline` (reference): spanmeter with `defer_spans=False`, each span recorded
+  (bodies parsed, the SDK's span started and ended) inside the call, as before session 4.
 
 The peers are installed into `bench/.venv-peers`, never into the main venv (their entry points
 would change what `opentelemetry-instrument` loads there); every scenario runs in that venv so
@@ -44,6 +46,13 @@ scenario and the added latency vs `none` (median minus median, p99 minus p99). O
 machine wall time carries other processes' noise, so the report also gives the added thread CPU
 time per call (`thread_time_ns`, best batch of 1/20 of the calls, best worker), the estimate of
 the instrumentation's own cost that such noise disturbs least.
+
+spanmeter records a call's span while the next call waits for its provider (instrumentation/
+_recorder.py): over a socket (`call-socket`) that work overlaps the provider's answer time and
+leaves the call's latency; in process (`call`) there is no wait to overlap, so it is paid by the
+next call, as CPU. The report also gives the process's CPU time per call (`process_time_ns`,
+every thread, from the first measured call until the provider's `force_flush()` has returned, so
+work deferred past the last call is counted) and the mean wall time.
 """
 
 from __future__ import annotations
@@ -61,7 +70,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = HERE / ".venv-peers"
-SCENARIOS = ("none", "spanmeter", "openai-v2", "openllmetry", "bare-span", "spanmeter-unsampled", "bare-span-direct")
+SCENARIOS = (
+    "none", "spanmeter", "openai-v2", "openllmetry", "bare-span", "spanmeter-unsampled", "bare-span-direct", "spanmeter-inline",
+)
 PEER_PACKAGES = (
     "openai==3.51.0",
     "httpx2==2.16.2",
@@ -157,6 +168,7 @@ def main() -> None:
 
     samples: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
+    proc_cpu: dict[tuple[str, str], list[float]] = {}
     spans: dict[tuple[str, str], float] = {}
     started = time.time()
     load_before = os.getloadavg()
@@ -168,6 +180,7 @@ def main() -> None:
                     res = run_worker(python, scenario, workload, n, worker_core, url)
                     samples.setdefault((scenario, workload), []).extend(res["wall_us"])
                     cpu.setdefault((scenario, workload), []).append(res["cpu_min_batch_us"])
+                    proc_cpu.setdefault((scenario, workload), []).append(res["process_cpu_us_per_call"])
                     spans[(scenario, workload)] = res["spans_per_call"]
             print(f"round {r + 1}/{rounds} done ({time.time() - started:.0f}s)", file=sys.stderr)
     load_after = os.getloadavg()
@@ -179,6 +192,11 @@ def main() -> None:
             s = samples[(scenario, workload)]
             table[(scenario, workload)] = {
                 "median_us": statistics.median(s),
+                "mean_us": statistics.fmean(s),
+                "added_mean_us": statistics.fmean(s) - statistics.fmean(base),
+                # Every thread's CPU per call, deferred work included (best worker).
+                "proc_cpu_us": min(proc_cpu[(scenario, workload)]),
+                "added_proc_cpu_us": min(proc_cpu[(scenario, workload)]) - min(proc_cpu[("none", workload)]),
                 "p99_us": pct(s, 0.99),
                 "added_median_us": statistics.median(s) - statistics.median(base),
                 "added_p99_us": pct(s, 0.99) - pct(base, 0.99),
@@ -318,15 +336,16 @@ def report(meta: dict, table: dict, per_chunk: dict, per_chunk_noopt: dict, work
         f"load average {meta['loadavg_before'][0]:.1f} -> {meta['loadavg_after'][0]:.1f}, {meta['rounds']} rounds, {meta['seconds']} s",
         "versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "",
-        "| workload | scenario | median µs | p99 µs | added median µs | added p99 µs | CPU µs (best batch) | added CPU µs | spans/call |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | scenario | median µs | p99 µs | added median µs | added p99 µs | added mean µs | CPU µs (best batch) | added CPU µs | added process CPU µs | spans/call |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in workloads:
         for s in SCENARIOS:
             row = table[(s, w)]
             lines.append(
                 f"| {w} | {s} | {row['median_us']:.1f} | {row['p99_us']:.1f} | "
-                f"{row['added_median_us']:+.1f} | {row['added_p99_us']:+.1f} | {row['cpu_us']:.1f} | {row['added_cpu_us']:+.1f} | {row['spans_per_call']:.2f} |"
+                f"{row['added_median_us']:+.1f} | {row['added_p99_us']:+.1f} | {row['added_mean_us']:+.1f} | {row['cpu_us']:.1f} | "
+                f"{row['added_cpu_us']:+.1f} | {row['added_proc_cpu_us']:+.1f} | {row['spans_per_call']:.2f} |"
             )
     lines += ["", "| per streamed chunk | added median µs | added p99 µs | added CPU µs | without include_usage: added median µs | without: added CPU µs |", "|---|---:|---:|---:|---:|---:|"]
     for s in SCENARIOS[1:]:
@@ -354,12 +373,19 @@ def verdicts(meta: dict, table: dict, per_chunk: dict) -> list[str]:
 
     load = f"load average {meta['loadavg_before'][0]:.1f} -> {meta['loadavg_after'][0]:.1f} on {meta['cpus']} cores"
     lines = [f"Goals (issue #3), {load}:"]
-    for key, label in (("added_median_us", "added median wall time"), ("added_cpu_us", "added thread CPU time")):
-        value = table[("spanmeter", "call")][key]
-        peers = [table[(p, "call")][key] for p in PEERS_NAMES]
+    for workload, key, label in (
+        ("call-socket", "added_median_us", "added median wall time, over a socket"),
+        ("call", "added_median_us", "added median wall time, in process"),
+        ("call", "added_mean_us", "added mean wall time, in process (no I/O to overlap)"),
+        ("call", "added_cpu_us", "added CPU time of the calling thread"),
+        ("call", "added_proc_cpu_us", "added CPU time of the process, every thread"),
+    ):
+        value = table[("spanmeter", workload)][key]
+        peers = [table[(p, workload)][key] for p in PEERS_NAMES]
         lines.append(
             f"- per call <= {GOAL_CALL_US:g} µs and below both peers, by {label}: spanmeter {value:+.1f} µs "
-            f"(openai-v2 {peers[0]:+.1f}, openllmetry {peers[1]:+.1f}): {verdict(value, GOAL_CALL_US, peers)}"
+            f"(openai-v2 {peers[0]:+.1f}, openllmetry {peers[1]:+.1f}; spanmeter-inline "
+            f"{table[('spanmeter-inline', workload)][key]:+.1f}): {verdict(value, GOAL_CALL_US, peers)}"
         )
     for key, label in (("added_median_us", "added median wall time"), ("added_cpu_us", "added thread CPU time")):
         value = per_chunk["spanmeter"][key]
@@ -408,10 +434,10 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
     else:
         provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
-    if scenario in ("spanmeter", "spanmeter-unsampled"):
+    if scenario in ("spanmeter", "spanmeter-unsampled", "spanmeter-inline"):
         from spanmeter import SpanmeterInstrumentor
 
-        SpanmeterInstrumentor().instrument(tracer_provider=provider)
+        SpanmeterInstrumentor().instrument(tracer_provider=provider, defer_spans=scenario != "spanmeter-inline")
     elif scenario == "openai-v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
@@ -512,6 +538,7 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
     batch_cpu = []  # mean thread CPU time per call, per batch of `batch` calls
     batch = max(n // 20, 5)
     cpu_start = time.thread_time_ns()
+    process_start = time.process_time_ns()
     for i in range(n):
         if i % batch == 0:
             batch_start = time.thread_time_ns()
@@ -521,9 +548,11 @@ def worker(scenario: str, workload: str, n: int, core: int | None, url: str | No
         if i % batch == batch - 1:
             batch_cpu.append((time.thread_time_ns() - batch_start) / batch / 1000)
     cpu_per_call = (time.thread_time_ns() - cpu_start) / n / 1000
-    provider.shutdown()  # flushes: every span of the run reaches the exporter
+    provider.force_flush()  # spanmeter's recorder first (deferred work counted), then the batch processor
+    process_cpu_per_call = (time.process_time_ns() - process_start) / n / 1000
+    provider.shutdown()  # every span of the run reaches the exporter
     total = n + warmup
-    return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "cpu_min_batch_us": min(batch_cpu) if batch_cpu else cpu_per_call, "spans_per_call": sum(exported) / total}
+    return {"wall_us": wall, "cpu_us_per_call": cpu_per_call, "process_cpu_us_per_call": process_cpu_per_call, "cpu_min_batch_us": min(batch_cpu) if batch_cpu else cpu_per_call, "spans_per_call": sum(exported) / total}
 
 
 def _spanned_stream(stream, span, end):  # type: ignore[no-untyped-def]
