@@ -32,7 +32,7 @@ from . import (
     semconv,
     vercel,
 )
-from .base import Extracted, Normalizer
+from .base import Claim, Extracted, Normalizer
 
 # Most specific first: a library's own keys before the generic conventions it also writes. Each
 # library normalizer recognises its own spans (scope, resource or marker keys) and returns None
@@ -50,6 +50,13 @@ NORMALIZERS: tuple[tuple[str, Normalizer], ...] = (
 )
 
 _RANK = {name: rank for rank, (name, _) in enumerate(NORMALIZERS)}
+# Whether any library normalizer recognises a span, asked once: each returns None for a span its
+# CLAIM does not hold, so a span no library claims is read by the conventions' normalizer alone.
+_LIBRARIES = (anthropic_sdk, openlit, litellm, logfire, vercel, openinference, langsmith, openllmetry)
+# A normalizer added to NORMALIZERS without its claim here would never be asked: refuse to start.
+assert {m.NAME for m in _LIBRARIES} == {name for name, _ in NORMALIZERS} - {semconv.NAME}, "a normalizer's CLAIM is missing"
+_ANY_LIBRARY = Claim.union(module.CLAIM for module in _LIBRARIES)
+_CONVENTIONS = semconv.extract
 _MAX_DEPTH = 64  # ancestor walk bound: guards against cyclic parent links in hostile input
 
 
@@ -80,6 +87,9 @@ class Normalized:
 
 def extract(span: Span) -> tuple[Extracted | None, str]:
     """Merge every normalizer's view of one span; returns (merged, name of the source of usage)."""
+    if not _ANY_LIBRARY(span):
+        found = _CONVENTIONS(span)
+        return found, (semconv.NAME if found is not None else "")
     merged: Extracted | None = None
     source = ""
     for name, normalizer in NORMALIZERS:

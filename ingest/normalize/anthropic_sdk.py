@@ -13,14 +13,15 @@ stream. It writes the current semantic conventions with two differences read her
 from __future__ import annotations
 
 from ..records import Span
-from .base import Extracted, token_count
+from .base import Claim, Extracted, token_count
 
 NAME = "anthropic_sdk"
 SCOPE = "com.anthropic.sdk.python"
+CLAIM = Claim(scopes=frozenset({SCOPE}))
 
 
 def extract(span: Span) -> Extracted | None:
-    if span.scope_name != SCOPE:
+    if not CLAIM(span):  # = span.scope_name != SCOPE
         return None
     a = span.attributes
     found = Extracted(

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from ..records import Span
 from ._literal import dig, mapping
-from .base import Extracted, canonical_provider, has_key_prefix, text
+from .base import Claim, Extracted, canonical_provider, text
 
 NAME = "langsmith"
 _META = "langsmith.metadata."
 
 
-def _ours(span: Span) -> bool:
-    return has_key_prefix(span.attributes, "langsmith.")
+CLAIM = Claim(key_prefixes=("langsmith.",))
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 from ..records import Span
 from ._literal import dig, mapping
-from .base import Extracted, canonical_provider, money, text
+from .base import Claim, Extracted, canonical_provider, money, text
 
 NAME = "litellm"
 _OPERATIONS = {"completion": "chat", "acompletion": "chat", "embedding": "embeddings", "aembedding": "embeddings"}
 
 
-def _ours(span: Span) -> bool:
-    a = span.attributes
-    return (span.scope_name == "litellm" or a.get("gen_ai.framework") == "litellm"
-            or "metadata.user_api_key_end_user_id" in a or "gen_ai.cost.total_cost" in a)
+CLAIM = Claim(
+    scopes=frozenset({"litellm"}),
+    values=(("gen_ai.framework", "litellm"),),
+    keys=frozenset({"metadata.user_api_key_end_user_id", "gen_ai.cost.total_cost"}),
+)
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:

@@ -11,15 +11,14 @@ under gen_ai.aggregated_usage.* (never read) or, in v1, under gen_ai.usage.* —
 from __future__ import annotations
 
 from ..records import Span
-from .base import Extracted, money, text, token_count
+from .base import Claim, Extracted, money, text, token_count
 
 NAME = "logfire"
 _DETAILS = "gen_ai.usage.details."
 
 
-def _ours(span: Span) -> bool:
-    a = span.attributes
-    return span.scope_name in ("pydantic-ai", "logfire") or "logfire.span_type" in a or "operation.cost" in a
+CLAIM = Claim(scopes=frozenset({"pydantic-ai", "logfire"}), keys=frozenset({"logfire.span_type", "operation.cost"}))
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from ..records import Span
-from .base import Extracted, canonical_provider, money, text, token_count
+from .base import Claim, Extracted, canonical_provider, money, text, token_count
 
 NAME = "openinference"
 _KIND = "openinference.span.kind"
@@ -26,9 +26,8 @@ _METADATA_USER = ("user_id", "userId", "user", "customer_id", "end_user_id")
 _METADATA_SESSION = ("session_id", "sessionId", "thread_id")
 
 
-def _ours(span: Span) -> bool:
-    a = span.attributes
-    return _KIND in a or "llm.token_count.prompt" in a or "llm.token_count.completion" in a
+CLAIM = Claim(keys=frozenset({_KIND, "llm.token_count.prompt", "llm.token_count.completion"}))
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:

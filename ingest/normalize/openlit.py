@@ -19,16 +19,18 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ..records import Span
-from .base import Extracted, money, text, token_count
+from .base import Claim, Extracted, money, text, token_count
 
 NAME = "openlit"
 _EXCLUSIVE_PROVIDERS = {"anthropic"}
 
 
-def _ours(span: Span) -> bool:
-    return (span.attributes.get("telemetry.sdk.name") == "openlit"
-            or span.resource.get("telemetry.sdk.name") == "openlit"
-            or span.scope_name.startswith("openlit."))
+CLAIM = Claim(
+    values=(("telemetry.sdk.name", "openlit"),),
+    resource_values=(("telemetry.sdk.name", "openlit"),),
+    scope_prefixes=("openlit.",),
+)
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:

@@ -15,7 +15,7 @@ placeholder output tokens to message_delta's cumulative count (over-reports by ~
 from __future__ import annotations
 
 from ..records import Span
-from .base import Extracted, has_key_prefix, text, token_count
+from .base import Claim, Extracted, text, token_count
 
 NAME = "openllmetry"
 
@@ -30,12 +30,15 @@ _PACKAGES = frozenset({
 _ASSOC = "traceloop.association.properties."
 
 
-def _ours(span: Span) -> bool:
-    scope = span.scope_name
-    if scope.startswith(_SCOPE_PREFIX) and scope[len(_SCOPE_PREFIX):].split(".", 1)[0] in _PACKAGES:
-        return True
-    a = span.attributes
-    return "traceloop.span.kind" in a or "llm.request.type" in a or has_key_prefix(a, _ASSOC)
+# The scope "opentelemetry.instrumentation.<package>" or any scope under it ("....<package>.v1"):
+# package names hold no dot, so that is exactly "the scope's segment after the prefix is ours".
+CLAIM = Claim(
+    scopes=frozenset(_SCOPE_PREFIX + package for package in _PACKAGES),
+    scope_prefixes=tuple(sorted(_SCOPE_PREFIX + package + "." for package in _PACKAGES)),
+    keys=frozenset({"traceloop.span.kind", "llm.request.type"}),
+    key_prefixes=(_ASSOC,),
+)
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:

@@ -18,7 +18,7 @@ ai.telemetry.metadata attribution they carry.
 from __future__ import annotations
 
 from ..records import Span
-from .base import Extracted, canonical_provider, has_key_prefix, text, token_count
+from .base import Claim, Extracted, canonical_provider, text, token_count
 
 NAME = "vercel"
 _ROOTS = {"ai.generateText", "ai.streamText", "ai.generateObject", "ai.streamObject", "ai.embed", "ai.embedMany"}
@@ -36,9 +36,8 @@ _PROVIDERS = {
 }
 
 
-def _ours(span: Span) -> bool:
-    a = span.attributes
-    return "ai.operationId" in a or span.name.startswith("ai.") or has_key_prefix(a, _META)
+CLAIM = Claim(keys=frozenset({"ai.operationId"}), name_prefixes=("ai.",), key_prefixes=(_META,))
+_ours = CLAIM
 
 
 def extract(span: Span) -> Extracted | None:
