@@ -251,21 +251,20 @@ class Call:
             # It costs a few byte-string methods, and for a chat stream no call at all.
             end = len(chunk) - 2
             if chunk.find(b"\n") == end and chunk.startswith(b"data: ") and chunk[end - 1] != 13:  # 13: CR
-                data = chunk[6:end]
                 chat = self.chat
                 try:
-                    if chat is not None:
+                    if chat is not None:  # the chunk itself is kept (no copy of its data)
                         if chat.first is None:
-                            chat.first = data
-                        chat.recent.append(data)
+                            chat.first = chunk
+                        chat.recent.append(chunk)
                         if self.mode == 1:
                             return chunk
                         out = chunk.replace(_USAGE_NULL, b"")
                         if len(out) < len(chunk):
                             return out  # it had `"usage":null`: not the usage event
-                        chat.spot_injected(data)
+                        chat.spot_injected(chunk[6:end])
                     else:
-                        self.state.on_event(None, data)
+                        self.state.on_event(None, chunk[6:end])
                         if self.mode == 1:
                             return chunk
                         out = chunk.replace(_USAGE_NULL, b"")

@@ -554,11 +554,19 @@ def _responses_object(obj: dict[str, Any], out: dict[str, Any]) -> bool:
 # `terminal` says the provider's end-of-stream marker arrived, `final` that final usage did.
 
 
+def _payload(kept: bytes) -> bytes:
+    """The event data of what a stream kept: a whole `data: ...\\n\\n` chunk or the data itself
+    (a chat stream's data is JSON or `[DONE]`, never text starting with `data: `)."""
+    return kept[6:-2] if kept.startswith(b"data: ") else kept
+
+
 class ChatStream:
     """OpenAI chat/legacy completions: id/model in every chunk, usage in a `choices: []` chunk.
 
     Per chunk this only keeps references: the first event (id, model) and the last few (the
-    finishing chunk, the usage chunk, `[DONE]`), parsed once at the end. With several choices
+    finishing chunk, the usage chunk, `[DONE]`), parsed once at the end. `_call`'s fast path keeps
+    a whole one-event chunk (`data: ...` and its blank line, `_payload` cuts it at the end);
+    `on_event` keeps the event's data. With several choices
     (`n` > 1) a choice may finish long before the end, so finishing chunks are also picked up
     as they pass. When spanmeter injected include_usage (`strip`), the usage chunk is spotted as
     it passes so that `_call` can cut it out of what the app reads.
@@ -577,7 +585,7 @@ class ChatStream:
 
     @property
     def terminal(self) -> bool:
-        return bool(self.recent) and self.recent[-1] == b"[DONE]"
+        return bool(self.recent) and _payload(self.recent[-1]) == b"[DONE]"
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         if self.first is None:
@@ -601,7 +609,8 @@ class ChatStream:
         reasons: dict[int, str] = {}
         usage: Any = None
         meta: Any = None
-        for data in (*reversed(self.recent), *self.finishes):
+        for kept in (*reversed(self.recent), *self.finishes):
+            data = _payload(kept)
             if data == b"[DONE]":
                 continue
             finishing = b'"finish_reason":"' in data or b'"finish_reason": "' in data
@@ -622,8 +631,9 @@ class ChatStream:
                         reasons[index if type(index) is int else len(reasons)] = choice["finish_reason"]
             if usage is not None and reasons and not self.many:
                 break
-        if meta is None and self.first is not None and self.first != b"[DONE]":
-            meta = loads(self.first)
+        first = _payload(self.first) if self.first is not None else None
+        if meta is None and first is not None and first != b"[DONE]":
+            meta = loads(first)
         if isinstance(meta, dict):
             _common(meta, out)
             _tier(out, meta.get("service_tier"))
