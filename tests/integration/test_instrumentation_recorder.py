@@ -100,6 +100,20 @@ def watched():
         provider.shutdown()
 
 
+def marks(provider) -> list:
+    """A list that gets "recorded" whenever the provider exports a span, between whatever else
+    the test appends to it (httpcore's trace events)."""
+    seen: list = []
+
+    class Mark(InMemorySpanExporter):
+        def export(self, spans):
+            seen.append("recorded")
+            return super().export(spans)
+
+    provider.add_span_processor(SimpleSpanProcessor(Mark()))
+    return seen
+
+
 def test_a_lazy_span_keeps_the_call_times_and_the_apps_parent(fake, no_sweep, watched) -> None:
     provider, exporter = watched
     with provider.get_tracer("app").start_as_current_span("handler") as parent:
@@ -118,14 +132,7 @@ def test_a_lazy_span_keeps_the_call_times_and_the_apps_parent(fake, no_sweep, wa
 
 def test_the_next_call_records_the_previous_one_while_it_waits(fake, no_sweep, watched) -> None:
     provider, exporter = watched
-    seen = []
-
-    class Mark(InMemorySpanExporter):
-        def export(self, spans):
-            seen.append("recorded")
-            return super().export(spans)
-
-    provider.add_span_processor(SimpleSpanProcessor(Mark()))
+    seen = marks(provider)
 
     def app_trace(name, info):  # the app's own httpcore trace callback keeps working
         seen.append(name)
@@ -150,14 +157,7 @@ def test_the_next_call_records_the_previous_one_while_it_waits(fake, no_sweep, w
 
 def test_async_calls_record_the_previous_one_while_they_wait(fake, no_sweep, watched) -> None:
     provider, exporter = watched
-    seen = []
-
-    class Mark(InMemorySpanExporter):
-        def export(self, spans):
-            seen.append("recorded")
-            return super().export(spans)
-
-    provider.add_span_processor(SimpleSpanProcessor(Mark()))
+    seen = marks(provider)
 
     async def app_trace(name, info):
         seen.append(name)
