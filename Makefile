@@ -9,7 +9,8 @@ CACHE ?= $(HOME)/.cache/spanmeter
 
 .PHONY: run test venv collector bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# ingest/_otlp.c: the compiled decoder is built by the install (in place, for the editable one).
+$(STAMP): pyproject.toml constraints.txt ingest/_otlp.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[server,dev]'
@@ -31,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .spanmeter
+	rm -rf $(VENV) .spanmeter ingest/*.so build
