@@ -417,12 +417,15 @@ class Call:
             self._record()
 
     def _record(self) -> None:
-        """Start (a lazy call), parse what was kept, set the attributes, end the span."""
+        """Parse what was kept, set the attributes and end the span; a lazy call's span is
+        started here, with every attribute at once (one validation pass in the SDK)."""
         span = self.span
-        if span is None:
-            span = self.span = self.hooks.start_lazy(self)
+        if span is None and _parent_unsampled(self.lazy[0]):
+            # Head sampling upstream said no: most samplers follow the parent, so ask before
+            # parsing anything (the SDK's sampler has the last word either way).
+            span = self.span = self.hooks.start_lazy(self, None)
             self.lazy = None
-            if not span.is_recording():  # unsampled: nothing read is kept
+            if not span.is_recording():
                 self.body = None
                 span.end(end_time=self.end_time)
                 return
@@ -431,7 +434,11 @@ class Call:
             status = self._parse_body()
         attrs = self.attrs
         attrs[sc.SPANMETER_USAGE_STATUS] = status
-        span.set_attributes(attrs)
+        if span is None:
+            span = self.span = self.hooks.start_lazy(self, attrs)
+            self.lazy = None
+        else:
+            span.set_attributes(attrs)
         if self.error or sc.ERROR_TYPE in attrs:
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=self.end_time)
@@ -441,6 +448,11 @@ class Call:
             self._end(usage_status)
         except Exception:
             _log.debug("spanmeter: could not end a span", exc_info=True)
+
+
+def _parent_unsampled(context: Any) -> bool:
+    parent = trace.get_current_span(context).get_span_context()
+    return parent.is_valid and not parent.trace_flags.sampled
 
 
 def _status(reported: bool, final: bool, complete: bool) -> str:

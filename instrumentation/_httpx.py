@@ -150,9 +150,10 @@ class Hooks:
         call.context = trace.set_span_in_context(span, ctx)
         return call
 
-    def start_lazy(self, call: Call) -> Any:
-        """The span of a lazy call, started at the call's start time with its request's
-        attributes (on the recorder thread; the request's body is parsed here)."""
+    def start_lazy(self, call: Call, result: dict[str, Any] | None) -> Any:
+        """The span of a lazy call, started (when the call is recorded, see `_recorder`) at the
+        call's start time, with its request's attributes (its body parsed here) and then `result`
+        (what the response said)."""
         ctx, scope, body, host, port, route = call.lazy
         operation, provider, path_model, _ = route
         fields = P.parse_request(body, self.max_parse_bytes) if body else None
@@ -168,6 +169,8 @@ class Hooks:
         who = resolve_scope(scope, user, conversation, ctx)
         if who:
             attrs.update(who)
+        if result:
+            attrs.update(result)
         name = f"{operation} {model}" if model else operation
         return self.tracer.start_span(name, ctx, SpanKind.CLIENT, attrs, start_time=call.start_time)
 

@@ -45,6 +45,7 @@ pending: deque[Any] = deque()  # calls ended and not yet recorded; truthy when a
 _sweeper: threading.Thread | None = None
 _lock = threading.Lock()
 _exit_registered = False
+wake = threading.Event()
 
 
 def submit(call: Any) -> None:
@@ -109,7 +110,8 @@ def chained(previous: Any, is_async: bool) -> Any:
 
 def _sweep() -> None:
     while True:
-        time.sleep(IDLE_SECONDS)
+        wake.wait(IDLE_SECONDS)  # set: start over with the current IDLE_SECONDS (tests)
+        wake.clear()
         try:
             oldest = pending[0].end_time
         except IndexError:

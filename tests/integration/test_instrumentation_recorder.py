@@ -79,6 +79,9 @@ def test_deferred_spans_equal_the_spans_recorded_inside_the_call(fake) -> None:
 def no_sweep(monkeypatch):
     """The idle sweeper leaves pending calls alone during the test (deterministic)."""
     monkeypatch.setattr(_recorder, "IDLE_SECONDS", 60.0)
+    _recorder.wake.set()
+    yield
+    _recorder.wake.set()  # back to the default period
 
 
 def memory_provider():
@@ -208,6 +211,7 @@ def test_the_providers_flush_and_shutdown_record_pending_calls_first(fake, no_sw
 def test_an_idle_app_has_its_pending_calls_recorded_by_the_sweeper(fake, monkeypatch, watched) -> None:
     _, exporter = watched
     monkeypatch.setattr(_recorder, "IDLE_SECONDS", 0.05)
+    _recorder.wake.set()
     client(fake).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     deadline = time.monotonic() + 5
     while not exporter.get_finished_spans() and time.monotonic() < deadline:
@@ -300,3 +304,32 @@ def test_only_a_deferred_call_leaves_the_apps_context_current_during_the_request
         assert not seen[0].is_valid
     else:  # recorded inside the call, current during the request, as before
         assert seen[0].span_id == span.context.span_id
+
+
+@pytest.mark.parametrize("sampler", ["parent-based", "always-on"])
+def test_a_call_under_an_unsampled_parent_follows_the_sampler(fake, sampler) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON) if sampler == "parent-based" else ALWAYS_ON)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = spanmeter.SpanmeterInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    parent = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(0))
+    try:
+        with trace.use_span(NonRecordingSpan(parent)):
+            client(fake).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, user="u-7")
+        spanmeter.flush()
+        spans = exporter.get_finished_spans()
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    if sampler == "parent-based":  # upstream said no: no span, nothing parsed
+        assert spans == ()
+    else:  # this sampler says yes anyway: the whole span, usage and user included
+        (span,) = spans
+        a = attrs(span)
+        assert span.parent.span_id == 0x5678 and span.context.trace_id == 0x1234
+        assert a[sc.GEN_AI_USAGE_INPUT_TOKENS] == 9 and a[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+        assert a[sc.USER_ID] == "u-7" and a[sc.SPANMETER_USAGE_STATUS] == "reported"
