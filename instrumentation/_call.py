@@ -420,7 +420,7 @@ class Call:
         """Parse what was kept, set the attributes and end the span; a lazy call's span is
         started here, with every attribute at once (one validation pass in the SDK)."""
         span = self.span
-        if span is None and _parent_unsampled(self.lazy[0]):
+        if span is None and parent_unsampled(self.lazy[0]):
             # Head sampling upstream said no: most samplers follow the parent, so ask before
             # parsing anything (the SDK's sampler has the last word either way).
             span = self.span = self.hooks.start_lazy(self, None)
@@ -450,7 +450,8 @@ class Call:
             _log.debug("spanmeter: could not end a span", exc_info=True)
 
 
-def _parent_unsampled(context: Any) -> bool:
+def parent_unsampled(context: Any) -> bool:
+    """The context's span is valid and not sampled (head sampling upstream said no)."""
     parent = trace.get_current_span(context).get_span_context()
     return parent.is_valid and not parent.trace_flags.sampled
 

@@ -28,7 +28,7 @@ from . import _caps, _recorder
 from . import _providers as P
 from . import semconv as sc
 from ._attribution import current_scope, resolve, resolve_scope
-from ._call import Call
+from ._call import Call, parent_unsampled
 from ._stream import stream_classes
 
 _log = logging.getLogger("spanmeter.instrumentation")
@@ -79,9 +79,14 @@ class Hooks:
     def begin(self, request: Any, reads_body: bool = False) -> Call | None:
         """A started `Call` when `request` is an LLM call, else None (and nothing else happens).
 
-        `reads_body`: httpx reads the whole response inside `send` (the app did not ask to
-        stream it). Such a call with no hooks and no `"stream"` in its body is lazy: its span is
-        started by the recorder, after the call, from what is noted here (see `start_lazy`).
+        With recording deferred and no hooks, the call is *lazy*: it has no span during the
+        request; its span is started when the call is recorded, with the call's own start time,
+        from what is noted here (see `start_lazy`). `reads_body`: httpx reads the whole response
+        inside `send` (the app did not ask to stream it); then, unless its body asks for a
+        stream, not even the request body is parsed here. A stream's request is parsed now
+        (spanmeter may add include_usage to it). Under an unsampled parent a stream's span is
+        started now, so that the sampler decides before the request is changed or the stream
+        wrapped.
         """
         if request.method != "POST":
             return None
@@ -98,9 +103,10 @@ class Hooks:
 
         host = url.host
         route = _route(shape, host, path)
-        if self.lazy_ok and reads_body and (body is None or b'"stream"' not in body) and not route[3]:
+        lazy = self.lazy_ok
+        if lazy and reads_body and (body is None or b'"stream"' not in body) and not route[3]:
             ctx = otel_context.get_current()
-            return Call(None, shape, request, False, None, 1, True, self, (ctx, current_scope(), body, host, url.port, route))
+            return Call(None, shape, request, False, None, 1, True, self, (ctx, current_scope(), body, host, url.port, route, _UNPARSED))
 
         fields = P.parse_request(body, self.max_parse_bytes) if body else None
         operation, provider, path_model, streaming_path = route
@@ -114,13 +120,18 @@ class Hooks:
             user = conversation = None
         # The context is read once here, for the baggage, the parent and the span's own context.
         ctx = otel_context.get_current()
-        attrs = _start_attributes(shape, operation, provider, host, url.port, model, streaming, fields)
-        who = resolve(user, conversation, ctx)
-        if who:
-            attrs.update(who)
-
-        span = self.tracer.start_span(f"{operation} {model}" if model else operation, ctx, SpanKind.CLIENT, attrs)
-        recording = span.is_recording()
+        if lazy and parent_unsampled(ctx):
+            lazy = False
+        if lazy:
+            span = None
+            recording = True
+        else:
+            attrs = _start_attributes(shape, operation, provider, host, url.port, model, streaming, fields)
+            who = resolve(user, conversation, ctx)
+            if who:
+                attrs.update(who)
+            span = self.tracer.start_span(f"{operation} {model}" if model else operation, ctx, SpanKind.CLIENT, attrs)
+            recording = span.is_recording()
         strip = False
         if (
             recording  # an unsampled call's usage is never read: its request goes out as the app wrote it
@@ -139,31 +150,33 @@ class Hooks:
             except Exception:  # the request goes out as the app wrote it (usage may then be missing)
                 _log.debug("spanmeter: could not add stream_options.include_usage", exc_info=True)
 
+        choices = fields.choices if fields is not None else 1
+        if span is None:
+            return Call(None, shape, request, strip, None, choices, True, self, (ctx, current_scope(), None, host, url.port, route, fields))
         if self.request_hook is not None:
             try:
                 self.request_hook(span, request)
             except Exception:
                 _log.debug("spanmeter: request_hook failed", exc_info=True)
-        call = Call(
-            span, shape, request, strip, self.response_hook, fields.choices if fields is not None else 1, recording, self
-        )
+        call = Call(span, shape, request, strip, self.response_hook, choices, recording, self)
         call.context = trace.set_span_in_context(span, ctx)
         return call
 
     def start_lazy(self, call: Call, result: dict[str, Any] | None) -> Any:
         """The span of a lazy call, started (when the call is recorded, see `_recorder`) at the
-        call's start time, with its request's attributes (its body parsed here) and then `result`
-        (what the response said)."""
-        ctx, scope, body, host, port, route = call.lazy
-        operation, provider, path_model, _ = route
-        fields = P.parse_request(body, self.max_parse_bytes) if body else None
+        call's start time, with its request's attributes (its body parsed here if it was not
+        during the call) and then `result` (what the response said)."""
+        ctx, scope, body, host, port, route, fields = call.lazy
+        operation, provider, path_model, streaming_path = route
+        if fields is _UNPARSED:
+            fields = P.parse_request(body, self.max_parse_bytes) if body else None
         if fields is not None:
             model = fields.model or path_model
-            streaming = fields.stream
+            streaming = fields.stream or streaming_path
             user, conversation = fields.user, fields.conversation
         else:
             model = path_model
-            streaming = False
+            streaming = streaming_path
             user = conversation = None
         attrs = _start_attributes(call.shape, operation, provider, host, port, model, streaming, fields)
         who = resolve_scope(scope, user, conversation, ctx)
@@ -173,6 +186,9 @@ class Hooks:
             attrs.update(result)
         name = f"{operation} {model}" if model else operation
         return self.tracer.start_span(name, ctx, SpanKind.CLIENT, attrs, start_time=call.start_time)
+
+
+_UNPARSED: Any = object()  # a lazy call's request body, not parsed during the call
 
 
 def _start_attributes(

@@ -338,17 +338,21 @@ def test_large_request_body_top_level_model_and_user(fake, exporter, client) -> 
     }
 
 
-def test_unsampled_call_is_left_alone(fake) -> None:
-    # A span the sampler drops keeps nothing: its request goes out as the app wrote it (no
-    # include_usage added) and its stream is not wrapped; a stream's span is current during the
-    # request, so what runs below it (here the transport) sees the unsampled trace context. A
-    # non-streamed call's span is started after the call (by the recorder, see _recorder): during
-    # the request the app's own context stays current (here: none).
+@pytest.mark.parametrize("how", ["unsampled parent", "sampler says no"])
+def test_unsampled_call_is_left_alone(fake, how) -> None:
+    # A span the sampler drops keeps nothing. Under a parent that head sampling dropped, the
+    # call's span is asked for before anything else: its request goes out as the app wrote it
+    # (no include_usage added), its stream is not wrapped, and the stream's unsampled span is
+    # current during the request. A sampler that drops a root span answers only when the span
+    # is started, which for a call recorded later (see _recorder) is after the call: the stream
+    # then gets include_usage added and hidden again, as a sampled one would, so the app reads
+    # the same chunks either way; no span is exported.
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
     seen = []
 
@@ -359,23 +363,30 @@ def test_unsampled_call_is_left_alone(fake) -> None:
 
     fake.reset()
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider = TracerProvider(sampler=ALWAYS_OFF) if how == "sampler says no" else TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumentor = spanmeter.SpanmeterInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
+    parent = SpanContext(trace_id=7, span_id=8, is_remote=True, trace_flags=TraceFlags(0))
     try:
         with openai.OpenAI(base_url=fake.openai_base_url, api_key="k", max_retries=0, http_client=httpx2.Client(transport=Transport())) as c:
-            chunks = list(c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
-            result = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            with trace.use_span(NonRecordingSpan(parent if how == "unsampled parent" else trace.INVALID_SPAN_CONTEXT)):
+                chunks = list(c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+                result = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     finally:
         instrumentor.uninstrument()
         provider.shutdown()
-    assert "stream_options" not in fake.requests[0].body
     assert len(chunks) == 7 and all(chunk.choices and chunk.usage is None for chunk in chunks)  # role, 5 words, finish
     assert result.usage.completion_tokens == 5
     assert finished(exporter) == ()
-    assert len(seen) == 2 and seen[0].is_valid and not seen[0].trace_flags.sampled
-    assert not seen[1].is_valid
+    assert len(seen) == 2
+    if how == "unsampled parent":
+        assert "stream_options" not in fake.requests[0].body
+        assert seen[0].is_valid and not seen[0].trace_flags.sampled and seen[0].span_id != 8  # the stream's own span
+        assert seen[1].span_id == 8  # a non-streamed call: the app's context stays current
+    else:
+        assert fake.requests[0].body["stream_options"] == {"include_usage": True}
+        assert not seen[0].is_valid and not seen[1].is_valid
 
 
 def test_legacy_completions(fake, exporter, client) -> None:
