@@ -207,6 +207,7 @@ class Writer:
         self._owed = _Owed()
         self._unsent: deque[_Feed] = deque()  # feed writes not stored yet: re-sent as they are, first
         self._feed_retry_at = 0.0
+        self._just_fed = False  # a feed just ran: the next batch does not wait again (_take_batch)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -345,6 +346,7 @@ class Writer:
                 self._last_commit = time.monotonic()
             if self._feed_due():
                 self._feed()
+                self._just_fed = True
 
     # --- the rollups' feed --------------------------------------------------------------------
 
@@ -521,7 +523,12 @@ class Writer:
             # While one insert's fixed cost dominates (small batches, a slow engine), wait as long
             # as the last insert took, up to batch_hold_ms: the batch gathers what arrives
             # meanwhile, and the engine spends at most about half its time on fixed costs.
-            deadline = time.monotonic() + max(self.max_wait, min(self._last_insert_s, self.hold))
+            wait = max(self.max_wait, min(self._last_insert_s, self.hold))
+            deadline = time.monotonic() + wait
+            if self._just_fed and self._pending:
+                # What waited through a rollup feed has gathered long enough: no second wait on top.
+                deadline = min(deadline, self._pending[0].queued_at + wait)
+            self._just_fed = False
             while self._running and self._queued_rows < self.max_rows:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

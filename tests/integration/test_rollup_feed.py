@@ -239,3 +239,26 @@ def test_a_pending_batch_without_a_token_is_re_sent_without_one_and_fed_once(sto
     assert events(store) == (3, 30)
     assert rollups(store) == everywhere((3, 30))
     assert owed_files(tmp_path, store) == []
+
+
+def test_exports_that_waited_through_a_feed_are_not_made_to_wait_a_batch_window_again(store, tmp_path):
+    """A feed holds the writer thread (the engine runs one query at a time): what queued meanwhile
+    has gathered long enough, and is taken at once after it instead of after another window."""
+    from spanmeter.ingest.writer import _Submission
+
+    # Not started: the test takes the batches itself.
+    writer = Writer(store, Settings(clickhouse_dsn="chdb://unused", database=store.database, batch_max_wait_ms=600,
+                                    state_dir=tmp_path), Metrics())
+    queued = _Submission([], [])
+    queued.queued_at = time.monotonic() - 1.0  # arrived as a feed started, a second ago
+    writer._pending.append(queued)
+    writer._running = True
+    writer._just_fed = True
+    started = time.monotonic()
+    assert writer._take_batch() == [queued]
+    assert time.monotonic() - started < 0.3
+    # Otherwise the batch window still applies: a lone export waits for company.
+    writer._pending.append(queued)
+    started = time.monotonic()
+    assert writer._take_batch() == [queued]
+    assert time.monotonic() - started >= 0.5
