@@ -38,8 +38,10 @@ Workloads (sync client):
   injects the option and hides the usage chunk from the app; the peers record no usage.
 
 Transport: `FakeProvider.transport(httpx2, cache=True)` in process (each response computed once,
-then replayed), so the figures are the client's cost and not the fake's or the network's; one
-`call-socket` workload goes through the real HTTP fake server (in the parent process) as a check.
+then replayed), so the figures are the client's cost and not the fake's or the network's; the
+`call-socket` workload goes through the real HTTP fake server (in the parent process), which
+answers after `SOCKET_LATENCY_S` (1 ms: a provider's answer time, 100-1000x shorter than a real
+LLM's), so that its figures do not hang on how fast the fake's own Python answers under load.
 
 Per call we record wall time (`perf_counter_ns`); the report gives the median and p99 for each
 scenario and the added latency vs `none` (median minus median, p99 minus p99). On a shared
@@ -83,6 +85,7 @@ PEER_PACKAGES = (
     "opentelemetry-instrumentation-openai==0.62.4",
 )
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
+SOCKET_LATENCY_S = 0.001
 
 
 # --- parent: venv, orchestration, report -------------------------------------------------------
@@ -172,7 +175,7 @@ def main() -> None:
     spans: dict[tuple[str, str], float] = {}
     started = time.time()
     load_before = os.getloadavg()
-    with FakeProvider(chunks=1, record=False) as fake:
+    with FakeProvider(chunks=1, record=False, latency=SOCKET_LATENCY_S) as fake:
         for r in range(rounds):
             for workload, n in sizes.items():
                 for scenario in SCENARIOS if r % 2 == 0 else reversed(SCENARIOS):

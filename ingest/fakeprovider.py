@@ -61,10 +61,11 @@ Controls
 Per request, a `"fake"` object in the JSON body (`extra_body={"fake": {...}}` in the SDKs) sets
 any of: `input`, `output`, `cached`, `reasoning`, `cache_write` (counts as above; `input` and
 `output` replace the computed totals), `chunks` (content chunks of a stream), `delay` (seconds
-before each stream chunk), `error` (an HTTP status to answer with), `fail_after` (close the
+before each stream chunk), `latency` (seconds before the answer's first byte, as a provider
+takes to answer; the HTTP server only, not the in-process transport), `error` (an HTTP status to answer with), `fail_after` (close the
 connection abruptly after that many stream events), `response_model`, `finish_reason`,
 `message_deltas` (Anthropic: that many cumulative `message_delta` events, last one final).
-Server-wide defaults: `FakeProvider(chunks=5, delay=0.0)`.
+Server-wide defaults: `FakeProvider(chunks=5, delay=0.0, latency=0.0)`.
 
 A model named `error-<status>` (e.g. `error-429`, `error-500`) answers with that status and the
 provider's error body. Error answers carry `x-should-retry: false`, which the openai and anthropic
@@ -141,6 +142,7 @@ class FakeResponse:
     stream: bool = False
     delay: float = 0.0  # before each chunk of a stream
     fail_after: int | None = None  # abort the connection after this many chunks
+    latency: float = 0.0  # before the first byte (the HTTP server only)
 
     @property
     def body(self) -> bytes:
@@ -177,9 +179,12 @@ class _Plan:
 class FakeProvider:
     """The fake provider; see the module docstring for its API and its usage rules."""
 
-    def __init__(self, *, chunks: int = 5, delay: float = 0.0, record: bool = True, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, chunks: int = 5, delay: float = 0.0, latency: float = 0.0, record: bool = True, host: str = "127.0.0.1"
+    ) -> None:
         self.chunks = chunks
         self.delay = delay
+        self.latency = latency
         self.record = record
         self.host = host
         self.requests: list[RecordedRequest] = []
@@ -253,6 +258,17 @@ class FakeProvider:
     # --- the responses ------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, body: bytes, headers: dict[str, str] | None = None) -> FakeResponse:
+        resp = self._handle(method, target, body, headers)
+        resp.latency = self.latency
+        try:
+            controls = json.loads(body).get("fake") if body and b'"latency"' in body else None
+            if isinstance(controls, dict) and "latency" in controls:
+                resp.latency = float(controls["latency"])
+        except (ValueError, AttributeError, TypeError):
+            pass
+        return resp
+
+    def _handle(self, method: str, target: str, body: bytes, headers: dict[str, str] | None = None) -> FakeResponse:
         split = urlsplit(target)
         path = split.path
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -692,6 +708,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         resp = self.fake.handle(self.command, self.path, body, dict(self.headers.items()))
+        if resp.latency:
+            time.sleep(resp.latency)
         self.send_response(resp.status)
         for name, value in resp.headers.items():
             self.send_header(name, value)

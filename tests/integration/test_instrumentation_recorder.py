@@ -333,3 +333,16 @@ def test_a_call_under_an_unsampled_parent_follows_the_sampler(fake, sampler) -> 
         assert span.parent.span_id == 0x5678 and span.context.trace_id == 0x1234
         assert a[sc.GEN_AI_USAGE_INPUT_TOKENS] == 9 and a[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
         assert a[sc.USER_ID] == "u-7" and a[sc.SPANMETER_USAGE_STATUS] == "reported"
+
+
+def test_the_fake_provider_answers_after_its_latency() -> None:
+    # The overhead benchmark's socket workload gives the fake a provider's answer time (the wait
+    # a record runs in); a lower bound, which a slow machine cannot make fail.
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    with FakeProvider(latency=0.05) as slow, httpx2.Client() as http:
+        started = time.perf_counter()
+        assert http.post(f"{slow.openai_base_url}/chat/completions", json=body).status_code == 200
+        assert time.perf_counter() - started >= 0.05
+        started = time.perf_counter()
+        answer = http.post(f"{slow.openai_base_url}/chat/completions", json={**body, "fake": {"latency": 0.12}})
+        assert answer.json()["usage"]["completion_tokens"] == 5 and time.perf_counter() - started >= 0.12
