@@ -62,7 +62,8 @@ Per request, a `"fake"` object in the JSON body (`extra_body={"fake": {...}}` in
 any of: `input`, `output`, `cached`, `reasoning`, `cache_write` (counts as above; `input` and
 `output` replace the computed totals), `chunks` (content chunks of a stream), `delay` (seconds
 before each stream chunk), `latency` (seconds before the answer's first byte, as a provider
-takes to answer; the HTTP server only, not the in-process transport), `error` (an HTTP status to answer with), `fail_after` (close the
+takes to answer; spun, not slept, up to 5 ms, for a precise wait; the HTTP server only, not
+the in-process transport), `error` (an HTTP status to answer with), `fail_after` (close the
 connection abruptly after that many stream events), `response_model`, `finish_reason`,
 `message_deltas` (Anthropic: that many cumulative `message_delta` events, last one final).
 Server-wide defaults: `FakeProvider(chunks=5, delay=0.0, latency=0.0)`.
@@ -709,7 +710,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         resp = self.fake.handle(self.command, self.path, body, dict(self.headers.items()))
         if resp.latency:
-            time.sleep(resp.latency)
+            _wait(resp.latency)
         self.send_response(resp.status)
         for name, value in resp.headers.items():
             self.send_header(name, value)
@@ -737,6 +738,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+def _wait(seconds: float) -> None:
+    """Sleep; up to 5 ms, spin instead: a sleep overshoots by tens of microseconds, at random,
+    which would drown what a benchmark measures against this wait."""
+    if seconds > 0.005:
+        time.sleep(seconds)
+        return
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def _make_transport(fake: FakeProvider, lib: Any, cache: bool = False) -> Any:
