@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from . import _caps, _recorder
 from . import _providers as P
 from . import semconv as sc
-from ._attribution import current_scope, resolve, resolve_scope
+from ._attribution import current_scope, resolve_scope
 from ._call import Call, parent_unsampled
 from ._stream import stream_classes
 
@@ -109,15 +109,7 @@ class Hooks:
             return Call(None, shape, request, False, None, 1, True, self, (ctx, current_scope(), body, host, url.port, route, _UNPARSED))
 
         fields = P.parse_request(body, self.max_parse_bytes) if body else None
-        operation, provider, path_model, streaming_path = route
-        if fields is not None:
-            model = fields.model or path_model
-            streaming = fields.stream or streaming_path
-            user, conversation = fields.user, fields.conversation
-        else:
-            model = path_model
-            streaming = streaming_path
-            user = conversation = None
+        streaming = (fields is not None and fields.stream) or route[3]
         # The context is read once here, for the baggage, the parent and the span's own context.
         ctx = otel_context.get_current()
         if lazy and parent_unsampled(ctx):
@@ -126,11 +118,8 @@ class Hooks:
             span = None
             recording = True
         else:
-            attrs = _start_attributes(shape, operation, provider, host, url.port, model, streaming, fields)
-            who = resolve(user, conversation, ctx)
-            if who:
-                attrs.update(who)
-            span = self.tracer.start_span(f"{operation} {model}" if model else operation, ctx, SpanKind.CLIENT, attrs)
+            name, attrs = _request_span(shape, route, host, url.port, fields, current_scope(), ctx)
+            span = self.tracer.start_span(name, ctx, SpanKind.CLIENT, attrs)
             recording = span.is_recording()
         strip = False
         if (
@@ -167,28 +156,37 @@ class Hooks:
         call's start time, with its request's attributes (its body parsed here if it was not
         during the call) and then `result` (what the response said)."""
         ctx, scope, body, host, port, route, fields = call.lazy
-        operation, provider, path_model, streaming_path = route
         if fields is _UNPARSED:
             fields = P.parse_request(body, self.max_parse_bytes) if body else None
-        if fields is not None:
-            model = fields.model or path_model
-            streaming = fields.stream or streaming_path
-            user, conversation = fields.user, fields.conversation
-        else:
-            model = path_model
-            streaming = streaming_path
-            user = conversation = None
-        attrs = _start_attributes(call.shape, operation, provider, host, port, model, streaming, fields)
-        who = resolve_scope(scope, user, conversation, ctx)
-        if who:
-            attrs.update(who)
+        name, attrs = _request_span(call.shape, route, host, port, fields, scope, ctx)
         if result:
             attrs.update(result)
-        name = f"{operation} {model}" if model else operation
         return self.tracer.start_span(name, ctx, SpanKind.CLIENT, attrs, start_time=call.start_time)
 
 
 _UNPARSED: Any = object()  # a lazy call's request body, not parsed during the call
+
+
+def _request_span(
+    shape: str, route: tuple[str, str, str | None, bool], host: str, port: int | None, fields: Any, scope: Any, ctx: Any
+) -> tuple[str, dict[str, Any]]:
+    """The span's name and its attributes known from the request: the route, the request's
+    fields, and who the call was made for (the scopes' attributes `scope`, then `ctx`'s
+    baggage, then the request's own user fields)."""
+    operation, provider, path_model, streaming_path = route
+    if fields is not None:
+        model = fields.model or path_model
+        streaming = fields.stream or streaming_path
+        user, conversation = fields.user, fields.conversation
+    else:
+        model = path_model
+        streaming = streaming_path
+        user = conversation = None
+    attrs = _start_attributes(shape, operation, provider, host, port, model, streaming, fields)
+    who = resolve_scope(scope, user, conversation, ctx)
+    if who:
+        attrs.update(who)
+    return (f"{operation} {model}" if model else operation), attrs
 
 
 def _start_attributes(
