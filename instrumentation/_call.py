@@ -98,7 +98,7 @@ class Call:
         hooks: Any = None,
         lazy: Any = None,
     ) -> None:
-        self.span = span  # None until the recorder starts it, for a lazy call
+        self.span = span  # None for a lazy call until it is recorded (`_record`)
         self.shape = shape
         self.request = request
         self.attrs: dict[str, Any] = {}
@@ -110,7 +110,7 @@ class Call:
         self.choices = choices
         self.recording = recording  # False: the sampler dropped the span, nothing read is kept
         self.context: Any = None  # the context to make current during the request (the span in it)
-        # Who records the span (`hooks.record`: the recorder thread, or at once) and, for a lazy
+        # Who records the span (`hooks.record`: at the next call's wait, or at once) and, for a lazy
         # call (no span during the request), what `hooks.start_lazy` needs to start it.
         self.hooks = hooks
         self.lazy = lazy
